@@ -1,0 +1,1 @@
+"""Let's Encrypt certificates for Wazo (formerly XiVO) telephony servers."""

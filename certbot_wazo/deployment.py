@@ -1,0 +1,377 @@
+"""The deployment transaction over a Wazo host: validate, stage, install, configure, probe, restart,
+probe, then commit or roll back."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Optional
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certbot_wazo import failpoints, hosts, overrides, services, tls
+from certbot_wazo.errors import CommandError, HostError, ProbeError, RolledBackError, WazoError
+from certbot_wazo.files import FILE, FileState, apply_state, read_state
+from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, HOSTS_FILE, LEGACY, STATE_DIR, Host
+from certbot_wazo.journal import Journal, Snapshot
+from certbot_wazo.pair import Pair, load_chain
+from certbot_wazo.tls import Endpoint
+
+logger = logging.getLogger(__name__)
+
+Notify = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the installer options, the command line and the hooks all configure."""
+
+    root: Path = Path("/")
+    profile: str = "auto"
+    hostname: Optional[str] = None
+    probes: tuple[Endpoint, ...] = ()
+    probe_timeout: float = 60.0
+    command_timeout: float = 300.0
+    lock_timeout: float = 600.0
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything a deployment will do, computed before anything is touched."""
+
+    hostname: str
+    generation: str
+    changes: list[tuple[str, FileState]]
+    update_config: bool
+    restarts: list[list[str]]
+    endpoints: list[Endpoint]
+    expect_der: bytes
+    verify: bool = True
+    label: str = ""
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to change: the host already has this pair and configuration."""
+        return not self.changes and not self.update_config
+
+    def meta(self, previous_der: bytes) -> dict[str, Any]:
+        """What crash recovery needs to undo this plan."""
+        return {"hostname": self.hostname, "generation": self.generation,
+                "update_config": self.update_config, "restarts": self.restarts,
+                "endpoints": [[e.address, e.port, e.unit] for e in self.endpoints],
+                "previous_leaf": previous_der.hex(), "label": self.label}
+
+
+class Deployment:
+    """One deployment onto one host; the plugin, the command line and the hooks all use it."""
+
+    def __init__(self, settings: Settings, notify: Notify = logger.info) -> None:
+        self.settings = settings
+        self.host = Host(settings.root)
+        self.notify = notify
+        self.journal = Journal(self.host.path(STATE_DIR), self.host.path)
+        self.plan: Optional[Plan] = None
+        self._lock: Optional[ContextManager[None]] = None
+
+    # -- the flow -----------------------------------------------------------------------------
+    def run(self, cert: Path, key: Path) -> bool:
+        """Deploy a pair from start to end.
+
+        :returns: False when the pair and configuration were already in place (nothing done)
+        :raises WazoError: nothing was changed (bad input, unusable host)
+        :raises RolledBackError: the new pair failed after the restart; the previous one is back
+        """
+        try:
+            if not self.install(cert, key):
+                return False
+            self.activate()
+            return True
+        finally:
+            self.release()
+
+    def install(self, cert: Path, key: Path) -> bool:
+        """Validate, stage, install, configure and probe before any restart.
+
+        On failure every file is put back and nothing is restarted. The lock is kept until
+        activate(), abort() or release().
+
+        :returns: False when there is nothing to do
+        :raises WazoError: what is wrong, the host left as it was
+        """
+        self._acquire()
+        self.recover()
+        pair = Pair.load(cert, key)                                      # validate
+        hostname = self.settings.hostname or pair.default_hostname()
+        generation = self.host.generation(self.settings.profile)
+        pair.check(hostname)
+        plan = self._stage(pair, hostname, generation)                   # stage
+        if plan.empty:
+            self.notify(f"{hostname}: this certificate (sha256 {pair.fingerprint[:16]}…) is "
+                        "already deployed; nothing changed, nothing restarted")
+            self.release()
+            return False
+        self._begin(plan)
+        try:
+            self._apply(plan)                                            # install, configure
+            self._probe_before_restart(plan, pair)                       # probe
+        except WazoError:
+            self._undo(restarted=False)
+            self.release()
+            raise
+        self.journal.phase("installed")
+        self.plan = plan
+        self.notify(f"Installed the certificate for {hostname} ({generation} Wazo); "
+                    "it passed a TLS handshake before any restart")
+        return True
+
+    def activate(self) -> None:
+        """Restart, probe every endpoint, then commit; on failure roll back and restart again.
+
+        :raises RolledBackError: the previous pair and configuration were restored
+        """
+        plan = self.plan
+        if plan is None:
+            raise WazoError("no deployment is pending (deploy a certificate first)")
+        self.journal.phase("restarting")
+        failure = self._restart(plan.restarts)                           # restart
+        failpoints.hit("after-restart")
+        if failure is None:
+            self.journal.phase("probing")
+            results = tls.probe_until(plan.endpoints, plan.hostname, plan.expect_der,
+                                      self.settings.probe_timeout, plan.verify)  # probe
+            failure = tls.describe_failures(results)
+            failpoints.hit("after-probe")
+        self.plan = None
+        if failure is None:                                              # commit
+            self.journal.commit()
+            self.notify(f"Deployed {plan.label or 'the certificate'} for {plan.hostname}: "
+                        f"{len(plan.endpoints)} TLS endpoint(s) verified after the restart")
+            self.release()
+            return
+        self.notify(f"The new certificate failed after the restart: {failure}. Restoring the "
+                    "previous certificate and configuration.")
+        try:                                                             # roll back
+            self._undo(restarted=True)
+        finally:
+            self.release()
+        raise RolledBackError(f"{plan.endpoints[0] if plan.endpoints else self.host.root}: "
+                         f"deployment failed and was rolled back ({failure}; fix the service, "
+                         "then run again)")
+
+    def abort(self) -> None:
+        """Undo an installed deployment that was not activated (nothing was restarted)."""
+        if self.plan is not None:
+            self.plan = None
+            self._undo(restarted=False)
+            self.notify("Rolled back the certificate installed in this run")
+        self.release()
+
+    def recover(self) -> bool:
+        """Bring back the state before an interrupted deployment (killed, power cut).
+
+        :returns: whether there was one
+        """
+        if self.plan is not None or not self.journal.transaction.exists():
+            return False
+        _, meta = self.journal.transaction.read()
+        phase = meta.get("phase", "installing")
+        self.notify(f"{self.journal.transaction.path}: a deployment was interrupted while "
+                    f"{phase}; restoring the state before it")
+        self._undo(restarted=phase in ("restarting", "probing"))
+        return True
+
+    def refresh(self) -> bool:
+        """Probe the endpoints; restart only if one does not serve the installed pair, then probe.
+
+        :returns: whether a restart was needed
+        :raises ProbeError: an endpoint still does not serve the installed pair after the restart
+        """
+        der = self._installed_leaf()
+        if not der:
+            raise HostError(f"{self.host.root}: no installed Wazo certificate to check "
+                            "(check --wazo-root)")
+        endpoints = self._endpoints()
+        name = self.settings.hostname or "localhost"
+        if tls.describe_failures(tls.probe_until(endpoints, name, der, 1.0, verify=False)) is None:
+            self.notify("Every endpoint serves the installed certificate; nothing to restart")
+            return False
+        failure = self._restart(services.restart_commands(
+            self.host, self.host.generation(self.settings.profile)))
+        if failure is None:
+            failure = tls.describe_failures(tls.probe_until(
+                endpoints, name, der, self.settings.probe_timeout, verify=False))
+        if failure is not None:
+            raise ProbeError(f"after restarting the services: {failure} (check the services' "
+                             "logs)")
+        self.notify("Restarted the services: every endpoint serves the installed certificate")
+        return True
+
+    def restore(self, snapshot: Snapshot, label: str) -> bool:
+        """Put a saved state back (revert, rollback) as a transaction of its own.
+
+        :returns: False when the host is already in that state
+        :raises HostError: nothing is saved
+        :raises RolledBackError: the restored state failed its probe and was undone
+        """
+        try:
+            self._acquire()
+            self.recover()
+            if not snapshot.exists():
+                raise HostError(f"{snapshot.path}: nothing saved to restore (certbot-wazo has "
+                                "not deployed on this host)")
+            entries, _ = snapshot.read()
+            changes = [(p, s) for p, s in entries if read_state(self.host.path(p)) != s]
+            generation = self.host.generation(self.settings.profile)
+            crt = next((s for p, s in entries if p.endswith("/server.crt") and s.kind == FILE),
+                       None)
+            der = _leaf_der(crt.data if crt else self._installed_chain(), snapshot.path)
+            plan = Plan(hostname=self.host.fqdn() or "localhost", generation=generation,
+                        changes=changes, update_config=generation == LEGACY
+                        and any(p == HOSTS_CUSTOM for p, _ in changes),
+                        restarts=services.restart_commands(self.host, generation)
+                        if changes else [],
+                        endpoints=self._endpoints(), expect_der=der, verify=False, label=label)
+            if plan.empty:
+                self.notify(f"The host is already in the {label} state; nothing changed")
+                return False
+            self._begin(plan)
+            try:
+                self._apply(plan)
+            except WazoError:
+                self._undo(restarted=False)
+                raise
+            self.journal.phase("installed")
+            self.plan = plan
+            self.activate()
+            return True
+        finally:
+            self.release()
+
+    # -- steps --------------------------------------------------------------------------------
+    def _stage(self, pair: Pair, hostname: str, generation: str) -> Plan:
+        cert_dirs = self.host.cert_dirs()
+        if not cert_dirs:
+            raise HostError(f"{self.host.path('/usr/share/xivo-certs')}: no Wazo certificate "
+                            "directory (xivo-certs or wazo-certs; is this a Wazo host? check "
+                            "--wazo-root)")
+        gid = self.host.www_data_gid()
+        desired: list[tuple[Path, FileState]] = []
+        for directory in cert_dirs:
+            current = read_state(directory / "server.crt")
+            crt_mode = current.mode if current.kind == FILE and current.mode in (0o640, 0o644) \
+                else 0o644
+            desired.append((directory / "server.key", FileState.file(pair.key_pem, 0o640, 0, gid)))
+            desired.append((directory / "server.crt",
+                            FileState.file(pair.chain_pem, crt_mode, 0, gid)))
+        update_config = False
+        if generation == LEGACY:
+            services.update_config_command(self.host)
+            template = self.host.path(HOSTS_CUSTOM)
+            desired.append((self.host.path(CUSTOM_FILE),
+                            overrides.desired_overrides(self.host, hostname)))
+            desired.extend(overrides.desired_links(self.host))
+            desired.append((template, hosts.desired_template(self.host, hostname)))
+            update_config = read_state(template) != desired[-1][1] or \
+                self.host.resolves_to_loopback(hostname) is not None
+        changes = [(self._wazo_path(p), s) for p, s in desired if read_state(p) != s]
+        restarts = services.restart_commands(self.host, generation) if changes else []
+        return Plan(hostname, generation, changes, update_config, restarts, self._endpoints(),
+                    pair.leaf_der, label=f"certificate sha256 {pair.fingerprint[:16]}…")
+
+    def _endpoints(self) -> list[Endpoint]:
+        endpoints = list(self.settings.probes) or self.host.endpoints()
+        if not endpoints:
+            raise HostError(f"{self.host.root}: no TLS endpoint serving the Wazo certificate was "
+                            "found in the host's configuration (give them with "
+                            "--wazo-probe ADDR:PORT)")
+        return endpoints
+
+    def _begin(self, plan: Plan) -> None:
+        self.journal.begin([p for p, _ in plan.changes], plan.meta(self._installed_leaf()))
+        failpoints.hit("after-backup")
+
+    def _apply(self, plan: Plan) -> None:
+        for index, (path, state) in enumerate(plan.changes):
+            apply_state(self.host.path(path), state)
+            failpoints.hit(f"after-write-{index}")
+        if plan.update_config:
+            services.run(services.update_config_command(self.host), self.settings.command_timeout)
+            failpoints.hit("after-update-config")
+
+    def _probe_before_restart(self, plan: Plan, pair: Pair) -> None:
+        directory = self.host.cert_dirs()[0]
+        tls.probe_loopback(directory / "server.crt", directory / "server.key", plan.hostname,
+                           pair.leaf_der)
+        if plan.generation == LEGACY:
+            where = self.host.resolves_to_loopback(plan.hostname)
+            if where is not None:
+                raise ProbeError(f"{self.host.path(HOSTS_FILE)}: {plan.hostname} resolves to "
+                                 f"{where}, not 127.0.0.1 (remove the entry that maps it "
+                                 f"elsewhere from {self.host.path(HOSTS_CUSTOM)})")
+
+    def _restart(self, restarts: list[list[str]]) -> Optional[str]:
+        for argv in restarts:
+            try:
+                services.run(argv, self.settings.command_timeout)
+            except CommandError as exc:
+                return str(exc)
+        return None
+
+    def _undo(self, restarted: bool) -> None:
+        """Restore the transaction's saved files; re-render hosts; restart and probe if needed.
+
+        The undo log is kept when a command fails, so the next run tries again.
+
+        :raises CommandError: xivo-update-config or the restart failed during the undo
+        """
+        _, meta = self.journal.transaction.read()
+        self.journal.restore(self.journal.transaction)
+        if meta.get("update_config"):
+            services.run(services.update_config_command(self.host), self.settings.command_timeout)
+        if restarted:
+            failure = self._restart(meta.get("restarts", []))
+            if failure is not None:
+                raise CommandError(f"{failure} (while restoring the previous certificate; fix "
+                                   "it and run again: the restore will be retried)")
+            previous = bytes.fromhex(meta.get("previous_leaf", ""))
+            endpoints = [Endpoint(a, p, u) for a, p, u in meta.get("endpoints", [])]
+            if previous:
+                results = tls.probe_until(endpoints, meta.get("hostname", ""), previous,
+                                          self.settings.probe_timeout, verify=False)
+                problem = tls.describe_failures(results)
+                if problem:
+                    self.notify(f"After restoring the previous certificate: {problem}")
+        self.journal.transaction.remove()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _wazo_path(self, path: Path) -> str:
+        return "/" + str(path.relative_to(self.host.root))
+
+    def _installed_chain(self) -> bytes:
+        for directory in self.host.cert_dirs():
+            state = read_state(directory / "server.crt")
+            if state.kind == FILE:
+                return state.data
+        return b""
+
+    def _installed_leaf(self) -> bytes:
+        try:
+            return _leaf_der(self._installed_chain(), self.host.root)
+        except WazoError:
+            return b""
+
+    def _acquire(self) -> None:
+        if self._lock is None:
+            lock = self.journal.lock(self.settings.lock_timeout, self.notify)
+            lock.__enter__()
+            self._lock = lock
+
+    def release(self) -> None:
+        """Let other deployments run (a pending installed plan keeps the lock)."""
+        if self._lock is not None and self.plan is None:
+            lock, self._lock = self._lock, None
+            lock.__exit__(None, None, None)
+
+
+def _leaf_der(chain_pem: bytes, where: Path) -> bytes:
+    return load_chain(chain_pem, where)[0].public_bytes(Encoding.DER)

@@ -1,0 +1,175 @@
+"""Atomic, permission-safe file operations that never follow a planted symlink."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Iterator, Optional
+
+from certbot_wazo.errors import HostError
+
+ABSENT = "absent"
+FILE = "file"
+LINK = "link"
+
+
+@dataclasses.dataclass(frozen=True)
+class FileState:
+    """What one path holds: nothing, a regular file (bytes, mode, owner) or a symlink."""
+
+    kind: str
+    data: bytes = b""
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    target: str = ""
+
+    @classmethod
+    def file(cls, data: bytes, mode: int, uid: int = 0, gid: int = 0) -> FileState:
+        """A regular file with exactly these bytes, permission bits and owner."""
+        return cls(FILE, data=data, mode=mode, uid=uid, gid=gid)
+
+    @classmethod
+    def link(cls, target: str) -> FileState:
+        """A symbolic link to target."""
+        return cls(LINK, target=target)
+
+    @classmethod
+    def absent(cls) -> FileState:
+        """No file at all."""
+        return cls(ABSENT)
+
+    def describe(self) -> dict[str, object]:
+        """Metadata for a journal (the bytes are stored apart)."""
+        return {"kind": self.kind, "mode": self.mode, "uid": self.uid, "gid": self.gid,
+                "target": self.target}
+
+
+@contextlib.contextmanager
+def open_dir(path: Path, create_mode: Optional[int] = None) -> Iterator[int]:
+    """Open a directory without following a symlink in its last component.
+
+    :param create_mode: create the directory (and missing parents, 0755) with this mode
+    :raises HostError: the directory is missing, is a symlink or is not a directory
+    """
+    if create_mode is not None and not os.path.lexists(path):
+        if not os.path.lexists(path.parent):
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, create_mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise HostError(f"{path}: directory is missing (check --wazo-root)") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise HostError(f"{path}: is a symlink or not a directory (replace it with a "
+                            "real directory)") from None
+        raise HostError(f"{path}: cannot open directory ({exc.strerror})") from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def read_state(path: Path) -> FileState:
+    """Read what a path holds, without following a final symlink.
+
+    :raises HostError: the path is a directory or another special file, or cannot be read
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return FileState.absent()
+    except NotADirectoryError:
+        raise HostError(f"{path.parent}: is a file, not a directory (move it away)") from None
+    if stat.S_ISLNK(st.st_mode):
+        return FileState.link(os.readlink(path))
+    if not stat.S_ISREG(st.st_mode):
+        raise HostError(f"{path}: is not a regular file (move it away)")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise HostError(f"{path}: cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read()
+    return FileState.file(data, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+
+
+def apply_state(path: Path, state: FileState) -> None:
+    """Make path hold state, atomically (a reader sees the old or the new content, never a mix).
+
+    A regular file is created under a random temporary name with O_EXCL|O_NOFOLLOW, given its
+    owner and final mode while still empty, written, fsynced and renamed over path; its bytes
+    are therefore never readable by anyone the final mode excludes.
+
+    :raises HostError: the directory is unusable or the write failed (disk full, I/O error);
+        path is then left as it was
+    """
+    if state.kind == ABSENT:
+        _remove(path)
+        return
+    with open_dir(path.parent, create_mode=0o755) as dir_fd:
+        tmp = f".{path.name}.certbot-wazo-{secrets.token_hex(6)}.tmp"
+        try:
+            if state.kind == LINK:
+                os.symlink(state.target, tmp, dir_fd=dir_fd)
+            else:
+                _write_new(dir_fd, tmp, state)
+            os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.fsync(dir_fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            if exc.errno == errno.EISDIR:
+                raise HostError(f"{path}: is a directory (move it away)") from None
+            raise HostError(f"{path}: cannot be written ({exc.strerror}; free space or fix "
+                            "the file system, nothing was changed)") from None
+
+
+def _remove(path: Path) -> None:
+    if not os.path.lexists(path):
+        return
+    with open_dir(path.parent) as dir_fd:
+        try:
+            os.unlink(path.name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return
+        except IsADirectoryError:
+            raise HostError(f"{path}: is a directory (move it away)") from None
+        os.fsync(dir_fd)
+
+
+def _write_new(dir_fd: int, name: str, state: FileState) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    try:
+        os.fchown(fd, state.uid, state.gid)
+        os.fchmod(fd, state.mode)
+        view = memoryview(state.data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create (or tighten) a root-only 0700 directory that is not a symlink.
+
+    :raises HostError: path is a symlink or cannot be created
+    """
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if path.is_symlink():
+        raise HostError(f"{path}: is a symlink (remove it; certbot-wazo keeps its state there)")
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise HostError(f"{path}: cannot be created ({exc.strerror})") from None
+    return path

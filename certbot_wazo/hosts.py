@@ -1,0 +1,53 @@
+"""The custom hosts template that makes the certificate's name resolve to 127.0.0.1."""
+from __future__ import annotations
+
+import re
+
+from certbot_wazo import wazoconfig
+from certbot_wazo.errors import HostError
+from certbot_wazo.files import FILE, LINK, FileState, read_state
+from certbot_wazo.host import HOSTS_BASE, HOSTS_CUSTOM, Host
+
+PLACEHOLDER = re.compile(r"#(XIVO_[A-Z0-9_]+)#")
+MARK = "# certbot-wazo"
+
+
+def render(text: str, variables: dict[str, str]) -> str:
+    """Substitute #XIVO_*# placeholders like xivo-update-config (unknown ones are left)."""
+    return PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
+
+
+def desired_template(host: Host, hostname: str) -> FileState:
+    """The custom template: the admin's (else the base one) with 127.0.1.1 made 127.0.0.1 and
+    hostname mapped to 127.0.0.1 even when it is not the host's FQDN.
+
+    :raises HostError: no base template, the custom one is a symlink, or an unknown placeholder
+    """
+    custom = host.path(HOSTS_CUSTOM)
+    current = read_state(custom)
+    if current.kind == LINK:
+        raise HostError(f"{custom}: is a symlink (replace it with a regular file)")
+    if current.kind == FILE:
+        source = current.data.decode("utf-8", errors="replace")
+    else:
+        base = host.path(HOSTS_BASE)
+        try:
+            source = base.read_text(encoding="utf-8")
+        except OSError:
+            raise HostError(f"{base}: the base hosts template is missing (reinstall xivo-config: "
+                            "apt-get install --reinstall xivo-config)") from None
+    lines = [re.sub(r"^127\.0\.1\.1(?=\s)", "127.0.0.1", line) for line in source.splitlines()]
+    variables = host.common_conf()
+    text = "\n".join(lines) + "\n"
+    if wazoconfig.hosts_address(render(text, variables), hostname) != "127.0.0.1":
+        text += f"127.0.0.1\t{hostname}\t{MARK}\n"
+    unknown = sorted({m for m in PLACEHOLDER.findall(text) if m not in variables})
+    if unknown:
+        where = custom if current.kind == FILE else host.path(HOSTS_BASE)
+        raise HostError(f"{where}: unknown placeholder #{unknown[0]}# (define "
+                        f"{unknown[0]} in {host.path('/etc/xivo/common.conf')} or remove it "
+                        "from the template)")
+    if current.kind == FILE and text.encode() == current.data:
+        return current
+    mode = current.mode if current.kind == FILE else 0o644
+    return FileState.file(text.encode(), mode, current.uid, current.gid)

@@ -1,0 +1,187 @@
+"""The on-disk undo log: what a deployment replaces, what was there first, and the lock."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from certbot_wazo.errors import HostError, LockBusyError
+from certbot_wazo.files import FILE, FileState, apply_state, ensure_private_dir, read_state
+
+TRANSACTION = "transaction"
+PREVIOUS = "previous"
+ORIGINAL = "original"
+MANIFEST = "manifest.json"
+
+Entries = list[tuple[str, FileState]]
+
+
+class Snapshot:
+    """A directory (root-only, 0700) holding FileStates of Wazo paths plus a JSON manifest."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def exists(self) -> bool:
+        """Whether the snapshot was completely written."""
+        return (self.path / MANIFEST).is_file()
+
+    def read(self) -> tuple[Entries, dict[str, Any]]:
+        """The saved entries (in saving order) and metadata.
+
+        :raises HostError: the manifest is unreadable
+        """
+        try:
+            manifest = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+            entries: Entries = []
+            for item in manifest["entries"]:
+                meta = item["state"]
+                data = (self.path / item["blob"]).read_bytes() if meta["kind"] == FILE else b""
+                entries.append((item["path"], FileState(meta["kind"], data, meta["mode"],
+                                                        meta["uid"], meta["gid"], meta["target"])))
+            return entries, manifest.get("meta", {})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise HostError(f"{self.path / MANIFEST}: certbot-wazo's saved state is damaged "
+                            f"({exc}; inspect it, then remove {self.path})") from None
+
+    def write(self, entries: Entries, meta: dict[str, Any]) -> None:
+        """Write the snapshot atomically: into a fresh directory, then renamed into place.
+
+        Blobs are written 0600 in a 0700 directory: a saved key is as protected as the key.
+
+        :raises HostError: the state directory cannot be written (disk full, I/O error)
+        """
+        parent = ensure_private_dir(self.path.parent)
+        staging = parent / f".{self.path.name}.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        ensure_private_dir(staging)
+        items = []
+        for index, (path, state) in enumerate(entries):
+            blob = f"{index}.blob"
+            if state.kind == FILE:
+                apply_state(staging / blob, FileState.file(state.data, 0o600))
+            items.append({"path": path, "blob": blob, "state": state.describe()})
+        body = json.dumps({"entries": items, "meta": meta}, indent=1).encode()
+        apply_state(staging / MANIFEST, FileState.file(body, 0o600))
+        self.remove()
+        os.rename(staging, self.path)
+        _fsync_dir(parent)
+
+    def update_meta(self, **changes: Any) -> None:
+        """Change metadata in place (atomic rewrite of the manifest)."""
+        manifest = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+        manifest.setdefault("meta", {}).update(changes)
+        apply_state(self.path / MANIFEST, FileState.file(json.dumps(manifest, indent=1).encode(),
+                                                         0o600))
+
+    def remove(self) -> None:
+        """Delete the snapshot (first renamed aside, so a half-deleted one is never read)."""
+        if os.path.lexists(self.path):
+            trash = self.path.parent / f".{self.path.name}.old"
+            shutil.rmtree(trash, ignore_errors=True)
+            os.rename(self.path, trash)
+            _fsync_dir(self.path.parent)
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """certbot-wazo's state under ROOT/var/lib/certbot-wazo: transaction, previous, original, lock."""
+
+    def __init__(self, state_dir: Path, resolve: Callable[[str], Path]) -> None:
+        self.state_dir = state_dir
+        self.resolve = resolve
+        self.transaction = Snapshot(state_dir / TRANSACTION)
+        self.previous = Snapshot(state_dir / PREVIOUS)
+        self.original = Snapshot(state_dir / ORIGINAL)
+
+    def capture(self, paths: list[str]) -> Entries:
+        """The current state of each Wazo path."""
+        return [(p, read_state(self.resolve(p))) for p in paths]
+
+    def begin(self, paths: list[str], meta: dict[str, Any]) -> None:
+        """Save what paths hold now, before any of them changes; also keep, once, what they held
+        before the first deployment (the original, e.g. Wazo's self-signed pair)."""
+        entries = self.capture(paths)
+        original, original_meta = self.original.read() if self.original.exists() else ([], {})
+        known = {p for p, _ in original}
+        missing = [(p, s) for p, s in entries if p not in known]
+        if missing or not self.original.exists():
+            self.original.write(original + missing, original_meta or {"saved": time.time()})
+        self.transaction.write(entries, dict(meta, phase="installing"))
+
+    def phase(self, name: str) -> None:
+        """Record how far the open transaction went."""
+        self.transaction.update_meta(phase=name)
+
+    def restore(self, snapshot: Snapshot) -> list[str]:
+        """Put every saved path back as it was, in reverse order; the paths restored."""
+        entries, _ = snapshot.read()
+        for path, state in reversed(entries):
+            apply_state(self.resolve(path), state)
+        return [p for p, _ in entries]
+
+    def commit(self) -> None:
+        """The transaction succeeded: its undo log becomes the previous state."""
+        if self.transaction.exists():
+            self.previous.remove()
+            os.rename(self.transaction.path, self.previous.path)
+            _fsync_dir(self.state_dir)
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float, notify: Callable[[str], None]) -> Iterator[None]:
+        """Hold the host's deployment lock; wait up to timeout seconds for another holder.
+
+        :raises LockBusyError: still held by another process after timeout
+        """
+        ensure_private_dir(self.state_dir)
+        path = self.state_dir / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            if not _try_lock(fd):
+                holder = _holder(path)
+                notify(f"{path}: another certbot-wazo deployment is running{holder}; "
+                       f"waiting up to {timeout:g} s")
+                deadline = time.monotonic() + timeout
+                while not _try_lock(fd):
+                    if time.monotonic() >= deadline:
+                        raise LockBusyError(f"{path}: another certbot-wazo deployment is still "
+                                       f"running{holder} (wait for it to finish, then run "
+                                       "again)")
+                    time.sleep(0.2)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid: Optional[str] = path.read_text().strip()
+    except OSError:
+        pid = None
+    return f" (pid {pid})" if pid else ""

@@ -1,0 +1,212 @@
+"""A certificate chain and its private key: load them and check them before anything is touched."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import re
+from pathlib import Path
+from typing import Optional, Union
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from certbot_wazo import tls
+from certbot_wazo.errors import PairError
+
+PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey,
+                   ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey]
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----",
+                       re.DOTALL)
+_DNS_NAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"
+                       r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def valid_dns_name(name: str) -> bool:
+    """Whether name is a plain DNS name (no spaces, slashes or shell characters)."""
+    return len(name) <= 253 and bool(_DNS_NAME.match(name.lower()))
+
+
+def not_before(cert: x509.Certificate) -> datetime.datetime:
+    """The start of validity, timezone-aware, on any cryptography version."""
+    value = getattr(cert, "not_valid_before_utc", None)
+    return value if value is not None else cert.not_valid_before.replace(tzinfo=datetime.timezone.utc)
+
+
+def not_after(cert: x509.Certificate) -> datetime.datetime:
+    """The end of validity, timezone-aware, on any cryptography version."""
+    value = getattr(cert, "not_valid_after_utc", None)
+    return value if value is not None else cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+
+
+def dns_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names of subjectAltName, in order (certificates may have no CN)."""
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return [name.lower() for name in ext.value.get_values_for_type(x509.DNSName)]
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """Whether a DNS name is covered by a certificate name (a wildcard covers one label)."""
+    if pattern.startswith("*."):
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return name == pattern
+
+
+def _public_der(key: object) -> bytes:
+    return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_chain(data: bytes, path: Path) -> list[x509.Certificate]:
+    """Parse every PEM certificate in data, in order.
+
+    :raises PairError: no certificate, or one that does not parse
+    """
+    blocks = _PEM_CERT.findall(data)
+    if not blocks:
+        raise PairError(f"{path}: no PEM certificate found (give the full chain, e.g. "
+                        "the lineage's fullchain.pem)")
+    try:
+        return [x509.load_pem_x509_certificate(block) for block in blocks]
+    except ValueError as exc:
+        raise PairError(f"{path}: a certificate does not parse ({exc}; give a valid PEM "
+                        "full chain)") from None
+
+
+def load_key(data: bytes, path: Path) -> PrivateKey:
+    """Parse an unencrypted PEM private key.
+
+    :raises PairError: missing, encrypted or unparsable key
+    """
+    if b"-----BEGIN" not in data or b"PRIVATE KEY-----" not in data:
+        raise PairError(f"{path}: no PEM private key found (give the key of the certificate, "
+                        "e.g. the lineage's privkey.pem)")
+    if b"ENCRYPTED" in data:
+        raise PairError(f"{path}: the private key is encrypted (decrypt it, e.g. "
+                        "openssl pkey -in KEY -out KEY.plain, and give that)")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise PairError(f"{path}: the private key does not parse ({exc}; give a valid "
+                        "PEM key)") from None
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey,
+                            ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
+        raise PairError(f"{path}: unsupported key type (use an RSA or ECDSA key)")
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """A full chain (leaf first) and its private key, as read from two files."""
+
+    cert_path: Path
+    key_path: Path
+    chain_pem: bytes
+    key_pem: bytes
+    chain: tuple[x509.Certificate, ...]
+
+    @classmethod
+    def load(cls, cert_path: Path, key_path: Path) -> Pair:
+        """Read and parse a pair.
+
+        :raises PairError: a file is missing, empty or not PEM, or the key is encrypted
+        """
+        chain_pem = _read(cert_path, "certificate")
+        key_pem = _read(key_path, "private key")
+        chain = load_chain(chain_pem, cert_path)
+        load_key(key_pem, key_path)
+        normalized = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+        return cls(cert_path, key_path, normalized, key_pem, tuple(chain))
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        """The server certificate."""
+        return self.chain[0]
+
+    @property
+    def leaf_der(self) -> bytes:
+        """The server certificate, DER-encoded (what a TLS peer sends)."""
+        return self.leaf.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def names(self) -> list[str]:
+        """The DNS names the certificate is valid for."""
+        return dns_names(self.leaf)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the leaf, hex."""
+        return hashlib.sha256(self.leaf_der).hexdigest()
+
+    def default_hostname(self) -> str:
+        """The first DNS name that is not a wildcard.
+
+        :raises PairError: the certificate has no such name
+        """
+        for name in self.names:
+            if not name.startswith("*."):
+                return name
+        raise PairError(f"{self.cert_path}: the certificate has no DNS name in subjectAltName "
+                        "(request it for the server's name)")
+
+    def check(self, hostname: str, now: Optional[datetime.datetime] = None) -> None:
+        """Everything the services will need from this pair, checked before any change.
+
+        :raises PairError: key mismatch, not valid now, name not covered, chain out of order
+            or not trusted by the system trust store
+        """
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        key = load_key(self.key_pem, self.key_path)
+        if _public_der(key) != _public_der(self.leaf.public_key()):
+            raise PairError(f"{self.key_path}: the private key does not match the certificate "
+                            f"{self.cert_path} (give the key issued with it)")
+        if now < not_before(self.leaf):
+            raise PairError(f"{self.cert_path}: the certificate is not valid before "
+                            f"{not_before(self.leaf):%Y-%m-%d %H:%M} UTC (check the clock)")
+        if now >= not_after(self.leaf):
+            raise PairError(f"{self.cert_path}: the certificate expired on "
+                            f"{not_after(self.leaf):%Y-%m-%d %H:%M} UTC (renew it)")
+        if not any(name_matches(hostname, pattern) for pattern in self.names):
+            shown = ", ".join(self.names) or "none"
+            raise PairError(f"{self.cert_path}: the certificate is not valid for {hostname} "
+                            f"(its names: {shown}; pick one with --wazo-hostname or request "
+                            "the certificate for this name)")
+        for child, parent in zip(self.chain, self.chain[1:]):
+            if child.issuer != parent.subject:
+                raise PairError(f"{self.cert_path}: the chain is out of order (put the server "
+                                "certificate first, then each issuer: use fullchain.pem)")
+        try:
+            tls.verify_pair(self.cert_path, self.key_path, hostname)
+        except tls.HandshakeError as exc:
+            raise PairError(self._trust_problem(str(exc.args[0]))) from None
+
+    def _trust_problem(self, reason: str) -> str:
+        where = f"{self.cert_path}: the chain does not verify for the system trust store"
+        if "issuer" not in reason:
+            return f"{where} ({reason}; check the pair and the system clock)"
+        if self.leaf.issuer == self.leaf.subject:
+            return (f"{where}: it is self-signed (use a certificate from a trusted CA such "
+                    "as Let's Encrypt)")
+        if len(self.chain) == 1:
+            return (f"{where}: it holds only the server certificate (give the full chain "
+                    "with its intermediates: fullchain.pem, not cert.pem)")
+        return (f"{where}: its root is not trusted ({reason}; add the root to the system "
+                "store with update-ca-certificates, or set SSL_CERT_FILE)")
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PairError(f"{path}: {what} file not found (check the path)") from None
+    except OSError as exc:
+        raise PairError(f"{path}: {what} file cannot be read ({exc.strerror})") from None
+    if not data.strip():
+        raise PairError(f"{path}: {what} file is empty (give the PEM file certbot wrote)")
+    return data

@@ -1,0 +1,80 @@
+"""Wazo's commands: xivo-update-config and the restarts each generation needs, run without a shell."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Sequence
+
+from certbot_wazo.errors import CommandError, HostError
+from certbot_wazo.host import LEGACY, Host
+
+
+def run(argv: Sequence[str], timeout: float) -> str:
+    """Run a command (no shell) in its own session; kill the whole session on timeout.
+
+    :returns: its standard output
+    :raises CommandError: it failed, could not start or timed out
+    """
+    try:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as exc:
+        raise CommandError(f"{argv[0]}: cannot be run ({exc.strerror}; reinstall it)") from None
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_session(proc)
+        raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' did not finish within "
+                           f"{timeout:g} s and was stopped (check the services' logs)") from None
+    if proc.returncode != 0:
+        lines = (err or out).decode(errors="replace").strip().splitlines()
+        reason = lines[-1] if lines else "no message"
+        raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' exited with status "
+                           f"{proc.returncode}: {reason}")
+    return out.decode(errors="replace")
+
+
+def _kill_session(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+def require(host: Host, *names: str) -> Path:
+    """The path of the first of names the host has.
+
+    :raises HostError: none of them is installed under the root
+    """
+    path = host.command(*names)
+    if path is None:
+        where = ", ".join(str(host.root / d) for d in ("usr/sbin", "usr/bin", "sbin", "bin"))
+        raise HostError(f"{host.root}: command {' or '.join(names)} not found in {where} "
+                        "(is this a Wazo host? check --wazo-root)")
+    return path
+
+
+def update_config_command(host: Host) -> list[str]:
+    """xivo-update-config, which renders /etc/hosts from the templates.
+
+    :raises HostError: not installed
+    """
+    return [str(require(host, "xivo-update-config"))]
+
+
+def restart_commands(host: Host, generation: str) -> list[list[str]]:
+    """The documented restart of a generation: legacy `wazo-service restart all`; modern nginx
+    reload and wazo-phoned restart (asterisk is never restarted there).
+
+    :raises HostError: a needed command is not installed
+    """
+    if generation == LEGACY:
+        return [[str(require(host, "wazo-service", "xivo-service")), "restart", "all"]]
+    systemctl = str(require(host, "systemctl"))
+    commands = [[systemctl, "reload", "nginx"]]
+    if host.path("/etc/wazo-phoned").is_dir():
+        commands.append([systemctl, "restart", "wazo-phoned"])
+    return commands

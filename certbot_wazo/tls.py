@@ -1,0 +1,213 @@
+"""Real TLS handshakes (stdlib ssl): in memory, on a loopback listener, against live endpoints."""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from certbot_wazo.errors import ProbeError
+
+
+class HandshakeError(Exception):
+    """A handshake failed; args[0] is OpenSSL's reason (e.g. "unable to get local issuer certificate")."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """A TLS endpoint to probe, and the service behind it when known."""
+
+    address: str
+    port: int
+    unit: str = ""
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        label = f"{host}:{self.port}"
+        return f"{label} ({self.unit})" if self.unit else label
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """Parse ADDR:PORT or [ADDR6]:PORT.
+
+        :raises ValueError: not an address and port
+        """
+        host, sep, port = text.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{text!r} is not ADDR:PORT")
+        ipaddress.ip_address(host)
+        return cls(host, int(port))
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeResult:
+    """What one endpoint served."""
+
+    endpoint: Endpoint
+    ok: bool
+    detail: str
+    fingerprint: str = ""
+
+
+def client_context() -> ssl.SSLContext:
+    """A client context on the system trust store (OpenSSL's default paths; SSL_CERT_FILE honoured)."""
+    return ssl.create_default_context()
+
+
+def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    """A server context serving a pair from files.
+
+    :raises HandshakeError: OpenSSL cannot load the pair
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(str(cert_path), str(key_path), password=_no_password)
+    except (ssl.SSLError, OSError, TypeError) as exc:
+        raise HandshakeError(str(getattr(exc, "reason", None) or exc)) from None
+    return ctx
+
+
+def _no_password() -> str:
+    raise TypeError("the private key is encrypted")
+
+
+def verify_pair(cert_path: Path, key_path: Path, hostname: str) -> None:
+    """A full TLS handshake in memory: the pair served, verified with the system trust store for hostname.
+
+    :raises HandshakeError: the handshake failed; args[0] says why
+    """
+    server = server_context(cert_path, key_path).wrap_bio(
+        ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+    client = client_context().wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(),
+                                       server_hostname=hostname)
+    pending = [client, server]
+    for _ in range(16):
+        for side in list(pending):
+            try:
+                side.do_handshake()
+                pending.remove(side)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLCertVerificationError as exc:
+                raise HandshakeError(exc.verify_message) from None
+            except ssl.SSLError as exc:
+                raise HandshakeError(exc.reason or str(exc)) from None
+        server.incoming.write(client.outgoing.read())  # type: ignore[attr-defined]
+        client.incoming.write(server.outgoing.read())  # type: ignore[attr-defined]
+        if not pending:
+            return
+    raise HandshakeError("the handshake did not complete")
+
+
+def _served_leaf(endpoint: Endpoint, hostname: str, timeout: float) -> bytes:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((endpoint.address, endpoint.port), timeout=timeout) as sock:
+        with ctx.wrap_socket(sock, server_hostname=hostname) as tls:
+            return tls.getpeercert(binary_form=True) or b""
+
+
+def probe(endpoint: Endpoint, hostname: str, expect_der: bytes, timeout: float = 5.0,
+          verify: bool = True) -> ProbeResult:
+    """One handshake: does the endpoint serve expect_der, verified for hostname by the system
+    trust store (unless verify is False, e.g. for Wazo's self-signed pair)?"""
+    expected = hashlib.sha256(expect_der).hexdigest()
+    try:
+        if not verify:
+            served = _served_leaf(endpoint, hostname, timeout)
+            fingerprint = hashlib.sha256(served).hexdigest()
+            if fingerprint == expected:
+                return ProbeResult(endpoint, True, "serves the expected certificate", fingerprint)
+            return ProbeResult(endpoint, False, "serves another certificate "
+                               f"(sha256 {fingerprint[:16]}…)", fingerprint)
+        with socket.create_connection((endpoint.address, endpoint.port), timeout=timeout) as sock:
+            with client_context().wrap_socket(sock, server_hostname=hostname) as tls:
+                served = tls.getpeercert(binary_form=True) or b""
+    except ssl.SSLCertVerificationError as exc:
+        try:
+            served = _served_leaf(endpoint, hostname, timeout)
+        except (OSError, ssl.SSLError):
+            served = b""
+        fingerprint = hashlib.sha256(served).hexdigest()
+        which = "the new certificate" if fingerprint == expected else \
+            f"another certificate (sha256 {fingerprint[:16]}…)"
+        return ProbeResult(endpoint, False, f"serves {which} that does not verify for "
+                           f"{hostname}: {exc.verify_message}", fingerprint)
+    except (OSError, ssl.SSLError) as exc:
+        return ProbeResult(endpoint, False, f"no TLS service ({exc})")
+    fingerprint = hashlib.sha256(served).hexdigest()
+    if fingerprint != expected:
+        return ProbeResult(endpoint, False, "still serves the previous certificate "
+                           f"(sha256 {fingerprint[:16]}…)", fingerprint)
+    return ProbeResult(endpoint, True, "serves the new certificate, verified for "
+                       f"{hostname}", fingerprint)
+
+
+def probe_until(endpoints: Sequence[Endpoint], hostname: str, expect_der: bytes,
+                timeout: float, verify: bool = True, interval: float = 0.05) -> list[ProbeResult]:
+    """Probe every endpoint concurrently, each retried until it passes or timeout seconds pass.
+
+    The total time is about that of the slowest endpoint, not the sum.
+    """
+    deadline = time.monotonic() + timeout
+
+    def until_ok(endpoint: Endpoint) -> ProbeResult:
+        while True:
+            remaining = deadline - time.monotonic()
+            result = probe(endpoint, hostname, expect_der, max(0.5, min(5.0, remaining)), verify)
+            if result.ok or time.monotonic() + interval >= deadline:
+                return result
+            time.sleep(interval)
+
+    if not endpoints:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(endpoints))) as pool:
+        return list(pool.map(until_ok, endpoints))
+
+
+def probe_loopback(cert_path: Path, key_path: Path, hostname: str, expect_der: bytes) -> None:
+    """Serve the pair on a fresh 127.0.0.1 listener and probe it with a real handshake.
+
+    :raises ProbeError: the pair as installed cannot be served or does not verify
+    """
+    try:
+        ctx = server_context(cert_path, key_path)
+    except HandshakeError as exc:
+        raise ProbeError(f"{cert_path}: the installed pair cannot be served ({exc.args[0]})") \
+            from None
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(10)
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+        except (OSError, ssl.SSLError):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        result = probe(Endpoint("127.0.0.1", listener.getsockname()[1]), hostname, expect_der)
+    finally:
+        listener.close()
+        thread.join(timeout=10)
+    if not result.ok:
+        raise ProbeError(f"{cert_path}: the installed pair {result.detail}")
+
+
+def describe_failures(results: Sequence[ProbeResult]) -> Optional[str]:
+    """One line naming every endpoint that failed, or None when all passed."""
+    failed = [f"{r.endpoint} {r.detail}" for r in results if not r.ok]
+    return "; ".join(failed) if failed else None
