@@ -1,0 +1,56 @@
+"""Fixtures for unit tests: a test CA as the system trust store, and Wazo trees copied from testdata."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.pki import CA
+
+TESTDATA = Path(__file__).parent / "testdata"
+
+
+@pytest.fixture(scope="session")
+def ca() -> CA:
+    """A root and an intermediate CA."""
+    return CA()
+
+
+@pytest.fixture(autouse=True)
+def trust_store(ca: CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test CA is the only root of the "system trust store" (OpenSSL honours SSL_CERT_FILE)."""
+    bundle = ca.trust_bundle(tmp_path / "trust.pem")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    return bundle
+
+
+def _tree(tmp_path: Path, ca: CA, generation: str) -> Path:
+    root = tmp_path / generation
+    shutil.copytree(TESTDATA / generation, root, symlinks=True)
+    for keep in root.rglob(".gitkeep"):
+        keep.unlink()
+    certs = root / "usr/share" / ("xivo-certs" if generation == "legacy" else "wazo-certs")
+    crt, key = ca.issue(tmp_path / "self-signed", names=["localhost"], chain="self-signed",
+                        key_type="rsa")
+    shutil.copy(crt, certs / "server.crt")
+    shutil.copy(key, certs / "server.key")
+    for name, mode in (("server.crt", 0o640 if generation == "legacy" else 0o644),
+                       ("server.key", 0o640)):
+        os.chown(certs / name, 0, 33)
+        os.chmod(certs / name, mode)
+    return root
+
+
+@pytest.fixture
+def legacy_root(tmp_path: Path, ca: CA) -> Path:
+    """A legacy (XiVO 15.12 - Wazo 18.03) layout with Wazo's self-signed pair; no services."""
+    return _tree(tmp_path, ca, "legacy")
+
+
+@pytest.fixture
+def modern_root(tmp_path: Path, ca: CA) -> Path:
+    """A modern (nginx-fronted) layout with Wazo's self-signed pair; no services."""
+    return _tree(tmp_path, ca, "modern")

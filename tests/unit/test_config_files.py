@@ -1,0 +1,142 @@
+"""The overrides file, its conf.d links and the hosts template: desired content from any admin content."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from certbot_wazo import hosts, overrides
+from certbot_wazo.errors import HostError
+from certbot_wazo.files import ABSENT, FILE, LINK, FileState, apply_state
+from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, Host
+from certbot_wazo.wazoconfig import hosts_address
+
+NAME = "wazo.example.test"
+
+
+def test_overrides_from_scratch(legacy_root: Path) -> None:
+    state = overrides.desired_overrides(Host(legacy_root), NAME)
+    data = yaml.safe_load(state.data)
+    assert list(data) == list(overrides.SECTIONS)
+    assert data["consul"] == {"host": NAME, "verify": True}
+    assert data["auth"] == {"host": NAME, "verify_certificate": True}
+
+
+def test_overrides_keep_admin_keys(legacy_root: Path) -> None:
+    path = legacy_root / CUSTOM_FILE.lstrip("/")
+    path.parent.mkdir(parents=True)
+    path.write_text("auth:\n  host: old.example.test\n  timeout: 30\nwebhookd:\n  debug: true\n")
+    data = yaml.safe_load(overrides.desired_overrides(Host(legacy_root), NAME).data)
+    assert data["auth"] == {"host": NAME, "timeout": 30, "verify_certificate": True}
+    assert data["webhookd"] == {"debug": True}
+
+
+def test_overrides_unchanged_when_already_right(legacy_root: Path) -> None:
+    host = Host(legacy_root)
+    apply_state(host.path(CUSTOM_FILE), overrides.desired_overrides(host, NAME))
+    current = overrides.desired_overrides(host, NAME)
+    assert overrides.desired_overrides(host, NAME) == current
+
+
+@pytest.mark.parametrize("content, message", [
+    ("auth: [\n", "not valid YAML"), ("- a\n- b\n", "not a YAML mapping"),
+    ("auth: 3\n", "section 'auth' is not a mapping"),
+])
+def test_malformed_overrides(legacy_root: Path, content: str, message: str) -> None:
+    path = legacy_root / CUSTOM_FILE.lstrip("/")
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(HostError, match=f"^{path}: {message}"):
+        overrides.desired_overrides(Host(legacy_root), NAME)
+
+
+def test_links_go_into_every_conf_d_and_resolve(legacy_root: Path) -> None:
+    host = Host(legacy_root)
+    links = overrides.desired_links(host)
+    assert {p.parent.parent.name for p, _ in links} == {"xivo-auth", "xivo-confd", "wazo-plugind"}
+    apply_state(host.path(CUSTOM_FILE), FileState.file(b"x: 1\n", 0o644))
+    for path, state in links:
+        assert state.kind == LINK
+        apply_state(path, state)
+        assert path.resolve() == host.path(CUSTOM_FILE)
+
+
+def test_links_keep_the_documented_absolute_link(legacy_root: Path) -> None:
+    link = legacy_root / "etc/xivo-auth/conf.d/010-custom-certificate.yml"
+    os.symlink(CUSTOM_FILE, link)
+    kept = dict(overrides.desired_links(Host(legacy_root)))[link]
+    assert kept == FileState.link(CUSTOM_FILE)
+
+
+def test_admin_file_where_the_link_goes(legacy_root: Path) -> None:
+    link = legacy_root / "etc/xivo-auth/conf.d/010-custom-certificate.yml"
+    link.write_text("auth: {}\n")
+    with pytest.raises(HostError, match=f"^{link}: an admin's file"):
+        overrides.desired_links(Host(legacy_root))
+
+
+def test_foreign_or_dangling_link(legacy_root: Path) -> None:
+    link = legacy_root / "etc/xivo-auth/conf.d/010-custom-certificate.yml"
+    os.symlink("/nonexistent/elsewhere.yml", link)
+    with pytest.raises(HostError, match=f"^{link}: links to /nonexistent/elsewhere.yml"):
+        overrides.desired_links(Host(legacy_root))
+
+
+def rendered(host: Host, state: FileState) -> str:
+    return hosts.render(state.data.decode(), host.common_conf())
+
+
+def test_template_from_base_when_name_is_the_fqdn(legacy_root: Path) -> None:
+    host = Host(legacy_root)
+    state = hosts.desired_template(host, NAME)
+    assert "127.0.1.1" not in state.data.decode()
+    assert hosts.MARK not in state.data.decode()
+    assert hosts_address(rendered(host, state), NAME) == "127.0.0.1"
+
+
+def test_template_maps_a_name_that_is_not_the_fqdn(legacy_root: Path) -> None:
+    host = Host(legacy_root)
+    state = hosts.desired_template(host, "pbx.example.org")
+    assert hosts_address(rendered(host, state), "pbx.example.org") == "127.0.0.1"
+    assert hosts_address(rendered(host, state), NAME) == "127.0.0.1"
+
+
+def test_template_keeps_the_admins_custom_template(legacy_root: Path) -> None:
+    host = Host(legacy_root)
+    custom = host.path(HOSTS_CUSTOM)
+    custom.parent.mkdir(parents=True)
+    custom.write_text("127.0.0.1\tlocalhost\n192.0.2.50\tsbc.example.test\n")
+    text = hosts.desired_template(host, NAME).data.decode()
+    assert "192.0.2.50\tsbc.example.test" in text
+    assert hosts_address(text, NAME) == "127.0.0.1"
+
+
+def test_template_unchanged_when_already_right(legacy_root: Path) -> None:
+    host = Host(legacy_root)
+    apply_state(host.path(HOSTS_CUSTOM), hosts.desired_template(host, NAME))
+    again = hosts.desired_template(host, NAME)
+    assert again.kind == FILE and again == hosts.desired_template(host, NAME)
+    assert again.data == host.path(HOSTS_CUSTOM).read_bytes()
+
+
+def test_template_unknown_placeholder(legacy_root: Path) -> None:
+    base = legacy_root / "usr/share/xivo-config/templates/system/etc/hosts"
+    base.write_text(base.read_text() + "#XIVO_NOPE#\tx\n")
+    with pytest.raises(HostError, match=f"^{base}: unknown placeholder #XIVO_NOPE#"):
+        hosts.desired_template(Host(legacy_root), NAME)
+
+
+def test_template_missing_base(legacy_root: Path) -> None:
+    base = legacy_root / "usr/share/xivo-config/templates/system/etc/hosts"
+    base.unlink()
+    with pytest.raises(HostError, match=f"^{base}: the base hosts template is missing"):
+        hosts.desired_template(Host(legacy_root), NAME)
+
+
+def test_absent_state_removes(legacy_root: Path) -> None:
+    path = legacy_root / "etc/xivo/custom/x.yml"
+    apply_state(path, FileState.file(b"a", 0o600))
+    apply_state(path, FileState.absent())
+    assert not path.exists() and FileState.absent().kind == ABSENT

@@ -1,0 +1,88 @@
+"""Writes are atomic, take their final owner and mode before holding any byte, and never follow a symlink."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from certbot_wazo.errors import HostError
+from certbot_wazo.files import FileState, apply_state, read_state
+from certbot_wazo.journal import Journal
+
+
+def test_file_gets_content_owner_and_mode(tmp_path: Path) -> None:
+    path = tmp_path / "certs/server.key"
+    apply_state(path, FileState.file(b"secret", 0o640, 0, 33))
+    st = path.lstat()
+    assert (path.read_bytes(), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == \
+        (b"secret", 0o640, 0, 33)
+    assert read_state(path) == FileState.file(b"secret", 0o640, 0, 33)
+
+
+def test_mode_is_exact_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        apply_state(tmp_path / "server.crt", FileState.file(b"c", 0o644))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "server.crt").stat().st_mode) == 0o644
+
+
+def test_symlink_at_the_target_is_replaced_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    os.symlink(victim, tmp_path / "server.key")
+    apply_state(tmp_path / "server.key", FileState.file(b"new", 0o640))
+    assert victim.read_bytes() == b"keep"
+    assert not (tmp_path / "server.key").is_symlink()
+
+
+def test_symlinked_directory_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    os.symlink(real, tmp_path / "certs")
+    with pytest.raises(HostError, match="is a symlink or not a directory"):
+        apply_state(tmp_path / "certs/server.key", FileState.file(b"k", 0o640))
+    assert list(real.iterdir()) == []
+
+
+def test_failed_write_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "server.crt"
+    path.write_bytes(b"old")
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(HostError, match=f"^{path}: cannot be written \\(No space left"):
+        apply_state(path, FileState.file(b"new", 0o644))
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_read_state_of_link_and_absent(tmp_path: Path) -> None:
+    os.symlink("../x", tmp_path / "l")
+    assert read_state(tmp_path / "l") == FileState.link("../x")
+    assert read_state(tmp_path / "none").kind == "absent"
+
+
+def test_journal_restores_and_keeps_the_original(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "certs").mkdir(parents=True)
+    key = root / "certs/server.key"
+    key.write_bytes(b"self-signed")
+    key.chmod(0o640)
+    journal = Journal(root / "state", lambda p: root / p.lstrip("/"))
+    journal.begin(["/certs/server.key", "/certs/new.yml"], {"k": 1})
+    apply_state(key, FileState.file(b"letsencrypt", 0o640))
+    apply_state(root / "certs/new.yml", FileState.file(b"x", 0o644))
+    journal.restore(journal.transaction)
+    assert key.read_bytes() == b"self-signed" and not (root / "certs/new.yml").exists()
+    blobs = list((root / "state/original").glob("*.blob"))
+    assert blobs and all(stat.S_IMODE(b.stat().st_mode) == 0o600 for b in blobs)
+    assert stat.S_IMODE((root / "state").stat().st_mode) == 0o700
+    entries, _ = journal.original.read()
+    assert dict(entries)["/certs/server.key"].data == b"self-signed"

@@ -1,0 +1,96 @@
+"""The host model: generation, endpoints and names are read from the host's own configuration."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from certbot_wazo.errors import HostError
+from certbot_wazo.host import LEGACY, MODERN, Host
+from certbot_wazo.tls import Endpoint
+
+
+def test_legacy_detected_from_daemons_serving_tls(legacy_root: Path) -> None:
+    assert Host(legacy_root).generation() == LEGACY
+
+
+def test_modern_detected_when_only_phoned_serves_tls(modern_root: Path) -> None:
+    assert Host(modern_root).generation() == MODERN
+
+
+def test_legacy_detected_from_verify_certificate_alone(modern_root: Path) -> None:
+    (modern_root / "etc/wazo-auth/config.yml").write_text(
+        "amid:\n  host: localhost\n  verify_certificate: /usr/share/wazo-certs/server.crt\n")
+    assert Host(modern_root).generation() == LEGACY
+
+
+def test_profile_overrides_detection(modern_root: Path) -> None:
+    assert Host(modern_root).generation("legacy") == LEGACY
+
+
+def test_conf_d_first_file_wins_over_config_yml(legacy_root: Path) -> None:
+    (legacy_root / "etc/xivo-auth/conf.d/001-admin.yml").write_text(
+        "rest_api:\n  https:\n    port: 19497\n")
+    ports = {e.unit: e.port for e in Host(legacy_root).endpoints()}
+    assert ports["xivo-auth"] == 19497
+
+
+def test_legacy_endpoints(legacy_root: Path) -> None:
+    endpoints = Host(legacy_root).endpoints()
+    assert set(endpoints) == {
+        Endpoint("127.0.0.1", 9497, "xivo-auth"), Endpoint("127.0.0.1", 9486, "xivo-confd"),
+        Endpoint("127.0.0.1", 9503, "wazo-plugind"), Endpoint("127.0.0.1", 443, "nginx"),
+        Endpoint("127.0.0.1", 5040, "asterisk")}
+
+
+def test_modern_endpoints(modern_root: Path) -> None:
+    assert set(Host(modern_root).endpoints()) == {
+        Endpoint("127.0.0.1", 9499, "wazo-phoned"), Endpoint("127.0.0.1", 443, "nginx")}
+
+
+def test_malformed_daemon_config_names_the_file(legacy_root: Path) -> None:
+    bad = legacy_root / "etc/xivo-auth/conf.d/020-admin.yml"
+    bad.write_text("rest_api: [unclosed\n")
+    with pytest.raises(HostError, match=f"^{bad}: not valid YAML at line"):
+        Host(legacy_root).generation()
+
+
+def test_names(legacy_root: Path) -> None:
+    assert Host(legacy_root).names() == {"wazo.example.test"}
+
+
+def test_www_data_gid(legacy_root: Path) -> None:
+    assert Host(legacy_root).www_data_gid() == 33
+    (legacy_root / "etc/group").write_text("root:x:0:\n")
+    with pytest.raises(HostError, match="etc/group: no www-data group"):
+        Host(legacy_root).www_data_gid()
+
+
+def test_commands_are_searched_under_root_in_order(legacy_root: Path) -> None:
+    host = Host(legacy_root)
+    assert host.command("wazo-service") is None
+    for directory in ("bin", "usr/sbin"):
+        path = legacy_root / directory / "wazo-service"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    assert host.command("wazo-service") == legacy_root / "usr/sbin/wazo-service"
+
+
+def test_resolution_reads_the_hosts_file_under_root(legacy_root: Path) -> None:
+    host = Host(legacy_root)
+    assert host.resolves_to_loopback("wazo.example.test") == "127.0.1.1"
+    assert host.resolves_to_loopback("localhost") is None
+    assert "no entry" in (host.resolves_to_loopback("other.example.test") or "")
+
+
+def test_resolution_with_root_slash_uses_the_system_resolver() -> None:
+    assert Host("/").resolves_to_loopback("localhost") is None
+
+
+def test_conf_d_that_is_a_file(legacy_root: Path) -> None:
+    conf_d = legacy_root / "etc/wazo-plugind/conf.d"
+    conf_d.rmdir()
+    conf_d.write_text("")
+    with pytest.raises(HostError, match=f"^{conf_d}: is not a directory"):
+        Host(legacy_root).conf_d_dirs()

@@ -1,0 +1,100 @@
+"""Pair validation: every bad certificate is refused before anything is touched, with a line that says why."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from certbot_wazo.errors import PairError
+from certbot_wazo.pair import Pair
+from tests.pki import CA, DAY, NOW
+
+NAME = "wazo.example.test"
+
+
+def check(crt: Path, key: Path, name: str = NAME) -> Pair:
+    pair = Pair.load(crt, key)
+    pair.check(name)
+    return pair
+
+
+@pytest.mark.parametrize("key_type", ["ec", "rsa"])
+def test_valid_pair_passes(ca: CA, tmp_path: Path, key_type: str) -> None:
+    pair = check(*ca.issue(tmp_path, key_type=key_type))
+    assert pair.names == [NAME]
+    assert len(pair.chain) == 2
+
+
+def test_no_common_name_with_sans_works(ca: CA, tmp_path: Path) -> None:
+    pair = check(*ca.issue(tmp_path, names=[NAME, "pbx.example.test"], cn=None))
+    assert pair.default_hostname() == NAME
+
+
+def test_wildcard_covers_one_label(ca: CA, tmp_path: Path) -> None:
+    crt, key = ca.issue(tmp_path, names=["*.example.test"])
+    check(crt, key, NAME)
+    with pytest.raises(PairError, match="not valid for a.wazo.example.test"):
+        check(crt, key, "a.wazo.example.test")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"not_after": NOW - DAY, "not_before": NOW - 10 * DAY}, "expired on"),
+    ({"not_before": NOW + DAY}, "not valid before"),
+    ({"names": ["other.example.test"]}, f"not valid for {NAME}"),
+    ({"chain": "leaf"}, "only the server certificate.*fullchain.pem"),
+    ({"chain": "reversed"}, "out of order"),
+    ({"chain": "self-signed"}, "self-signed"),
+])
+def test_bad_certificates_are_refused(ca: CA, tmp_path: Path, kwargs: dict[str, object],
+                                      message: str) -> None:
+    crt, key = ca.issue(tmp_path, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(PairError, match=message) as err:
+        check(crt, key)
+    assert str(err.value).startswith(str(crt.parent))
+    assert "\n" not in str(err.value)
+
+
+def test_untrusted_root(tmp_path: Path) -> None:
+    with pytest.raises(PairError, match="root is not trusted.*SSL_CERT_FILE"):
+        check(*CA("Elsewhere").issue(tmp_path))
+
+
+def test_mismatched_key(ca: CA, tmp_path: Path) -> None:
+    crt, _ = ca.issue(tmp_path / "a")
+    _, other_key = ca.issue(tmp_path / "b")
+    with pytest.raises(PairError, match=f"^{other_key}: the private key does not match"):
+        check(crt, other_key)
+
+
+def test_encrypted_key(ca: CA, tmp_path: Path) -> None:
+    crt, key = ca.issue(tmp_path, password=b"secret")
+    with pytest.raises(PairError, match=f"^{key}: the private key is encrypted"):
+        check(crt, key)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"), (b"\n  \n", "empty"), (b"garbage", "no PEM"),
+    (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "does not parse"),
+])
+def test_garbage_certificate(ca: CA, tmp_path: Path, content: bytes, message: str) -> None:
+    crt, key = ca.issue(tmp_path)
+    crt.write_bytes(content)
+    with pytest.raises(PairError, match=f"^{crt}: .*{message}"):
+        check(crt, key)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"), (b"garbage", "no PEM private key"),
+    (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "does not parse"),
+])
+def test_garbage_key(ca: CA, tmp_path: Path, content: bytes, message: str) -> None:
+    crt, key = ca.issue(tmp_path)
+    key.write_bytes(content)
+    with pytest.raises(PairError, match=f"^{key}: .*{message}"):
+        check(crt, key)
+
+
+def test_missing_file(ca: CA, tmp_path: Path) -> None:
+    crt, _key = ca.issue(tmp_path)
+    with pytest.raises(PairError, match="not found"):
+        Pair.load(crt, tmp_path / "nope.pem")
