@@ -1,0 +1,27 @@
+# certbot-wazo: `make demo` shows the whole product on a sandbox; `make test` runs every check.
+PYTHON_NEW := .venv/bin/python
+PYTHON_DEB := .venv-debian/bin/python
+
+.PHONY: bootstrap demo test lint unit e2e bench clean
+
+bootstrap:
+	@bash .ci/bootstrap
+
+demo: bootstrap
+	$(PYTHON_NEW) -m tests.sandbox.demo
+
+lint: bootstrap
+	.venv/bin/ruff check certbot_wazo tests hooks
+	.venv/bin/mypy
+
+unit: bootstrap
+	$(PYTHON_NEW) -m pytest -q tests/unit
+	$(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/unit
+
+e2e: bootstrap
+	$(PYTHON_NEW) -m pytest -q tests/e2e
+
+test: lint unit e2e
+
+clean:
+	rm -rf .venv .venv-debian build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,63 @@
+"""End-to-end fixtures: a session-wide Pebble, started sandbox hosts, certbot runners."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.sandbox.acme import Pebble  # noqa: E402
+from tests.sandbox.certbot import Certbot, CertbotFactory, certbot_variants  # noqa: E402
+from tests.sandbox.host import SandboxHost, build_host  # noqa: E402
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize tests taking `certbot_variant` over every available certbot."""
+    if "certbot_variant" in metafunc.fixturenames:
+        metafunc.parametrize("certbot_variant", sorted(certbot_variants()))
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    """A running Pebble for the whole session (fails when pebble is not installed)."""
+    with Pebble() as server:
+        server.start(tmp_path_factory.mktemp("pebble"))
+        yield server
+
+
+def _started_host(root: Path, generation: str) -> Iterator[SandboxHost]:
+    host = build_host(root, generation)
+    try:
+        host.start()
+        yield host
+    finally:
+        host.stop()
+
+
+@pytest.fixture
+def legacy_host(tmp_path: Path) -> Iterator[SandboxHost]:
+    """A started legacy (XiVO 15.12 - Wazo 18.03) sandbox host, always stopped afterwards."""
+    yield from _started_host(tmp_path / "legacy-root", "legacy")
+
+
+@pytest.fixture
+def modern_host(tmp_path: Path) -> Iterator[SandboxHost]:
+    """A started modern (Wazo 24.01+) sandbox host, always stopped afterwards."""
+    yield from _started_host(tmp_path / "modern-root", "modern")
+
+
+@pytest.fixture
+def certbot(pebble: Pebble, tmp_path: Path) -> CertbotFactory:
+    """Factory: certbot(variant=None: first available) -> Certbot bound to the session Pebble."""
+    def make(variant: str | None = None) -> Certbot:
+        variants = certbot_variants()
+        variant = variant or min(variants, default="none")
+        if variant not in variants:
+            raise LookupError(f"certbot variant {variant!r} unavailable (have {sorted(variants)})")
+        return Certbot(variants[variant], pebble, tmp_path / f"certbot-{variant}")
+    return make

@@ -1,0 +1,118 @@
+"""Paths, constants and small file helpers shared by the sandbox modules."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+PYTHON = "/usr/bin/python3"
+REPO = Path(__file__).resolve().parents[2]
+STATE_FILE = "etc/sandbox.json"
+
+
+def under(root: Path, path: str | os.PathLike[str]) -> Path:
+    """Map a Wazo path (/usr/share/...) under root; paths already under root are kept."""
+    text = str(path)
+    if text == str(root) or text.startswith(str(root) + "/"):
+        return Path(text)
+    return root / text.lstrip("/")
+
+
+def wazo_path(root: Path, path: str | os.PathLike[str]) -> str:
+    """Inverse of under(): the Wazo absolute path of a file under root."""
+    text = str(path)
+    if text.startswith(str(root) + "/"):
+        return text[len(str(root)):]
+    return text
+
+
+def resolve_in_root(root: Path, path: str | os.PathLike[str]) -> Path:
+    """Follow symlinks of the last component, mapping absolute targets under root."""
+    current = under(root, path)
+    for _ in range(40):
+        if not current.is_symlink():
+            return current
+        target = os.readlink(current)
+        current = under(root, target) if target.startswith("/") else current.parent / target
+    raise OSError(f"too many levels of symbolic links: {path}")
+
+
+def sandbox_dir(root: Path) -> Path:
+    """Runtime state of the sandbox: pidfiles, ready files, faults."""
+    return root / "run/sandbox"
+
+
+def log_dir(root: Path) -> Path:
+    """Logs of the sandbox: commands, services, daemon output."""
+    return root / "var/log/sandbox"
+
+
+def state(root: Path) -> dict[str, Any]:
+    """The sandbox description written at build time (generation, name, units)."""
+    data: dict[str, Any] = json.loads((root / STATE_FILE).read_text())
+    return data
+
+
+def fault_armed(root: Path, name: str) -> bool:
+    """Whether the fault knob `name` is armed."""
+    return (sandbox_dir(root) / "faults" / name).exists()
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line with a single write (safe across processes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line.rstrip("\n") + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def log_command(root: Path, argv: list[str]) -> None:
+    """Record one invocation of a stub command."""
+    append_line(log_dir(root) / "commands.log", json.dumps([os.path.basename(argv[0]), *argv[1:]]))
+
+
+def log_event(root: Path, event: str) -> None:
+    """Record one service action such as "restart nginx"."""
+    append_line(log_dir(root) / "services.log", event)
+
+
+def counter(path: Path, increment: bool = False) -> int:
+    """Read (and optionally increment) an integer counter file."""
+    value = int(path.read_text()) if path.exists() else 0
+    if increment:
+        value += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(str(value))
+        tmp.replace(path)
+    return value
+
+
+def pinned(root: Path, unit: str, role: str, path: Path) -> Path:
+    """The file a unit loads for role (e.g. "certificate"): the one of its first start if `<unit>.stale`."""
+    copy = root / "var/lib/sandbox/first" / unit / role
+    if not copy.exists() and path.exists():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+    if fault_armed(root, f"{unit}.stale") and copy.exists():
+        return copy
+    return path
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free TCP ports on 127.0.0.1 (all held open while allocating)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
