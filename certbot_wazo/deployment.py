@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional
 
@@ -48,6 +49,7 @@ class Plan:
     expect_der: bytes
     verify: bool = True
     label: str = ""
+    source: str = ""
 
     @property
     def empty(self) -> bool:
@@ -98,19 +100,26 @@ class Deployment:
         :returns: False when there is nothing to do
         :raises WazoError: what is wrong, the host left as it was
         """
-        self._acquire()
-        self.recover()
         pair = Pair.load(cert, key)                                      # validate
         hostname = self.settings.hostname or pair.default_hostname()
-        generation = self.host.generation(self.settings.profile)
         pair.check(hostname)
-        plan = self._stage(pair, hostname, generation)                   # stage
+        self._acquire()
+        try:
+            self.recover()
+            plan = self._stage(pair, hostname)                           # stage
+        except WazoError:
+            self.release()
+            raise
         if plan.empty:
             self.notify(f"{hostname}: this certificate (sha256 {pair.fingerprint[:16]}…) is "
                         "already deployed; nothing changed, nothing restarted")
             self.release()
             return False
-        self._begin(plan)
+        try:
+            self._begin(plan)
+        except WazoError:
+            self.release()
+            raise
         try:
             self._apply(plan)                                            # install, configure
             self._probe_before_restart(plan, pair)                       # probe
@@ -120,7 +129,7 @@ class Deployment:
             raise
         self.journal.phase("installed")
         self.plan = plan
-        self.notify(f"Installed the certificate for {hostname} ({generation} Wazo); "
+        self.notify(f"Installed the certificate for {hostname} ({plan.generation} Wazo); "
                     "it passed a TLS handshake before any restart")
         return True
 
@@ -154,9 +163,9 @@ class Deployment:
             self._undo(restarted=True)
         finally:
             self.release()
-        raise RolledBackError(f"{plan.endpoints[0] if plan.endpoints else self.host.root}: "
-                         f"deployment failed and was rolled back ({failure}; fix the service, "
-                         "then run again)")
+        raise RolledBackError(f"{plan.source or self.host.root}: not deployed, the previous "
+                              f"certificate was restored ({failure}; fix that service, then "
+                              "run again)")
 
     def abort(self) -> None:
         """Undo an installed deployment that was not activated (nothing was restarted)."""
@@ -230,7 +239,8 @@ class Deployment:
                         and any(p == HOSTS_CUSTOM for p, _ in changes),
                         restarts=services.restart_commands(self.host, generation)
                         if changes else [],
-                        endpoints=self._endpoints(), expect_der=der, verify=False, label=label)
+                        endpoints=self._endpoints(), expect_der=der, verify=False, label=label,
+                        source=str(snapshot.path))
             if plan.empty:
                 self.notify(f"The host is already in the {label} state; nothing changed")
                 return False
@@ -248,7 +258,8 @@ class Deployment:
             self.release()
 
     # -- steps --------------------------------------------------------------------------------
-    def _stage(self, pair: Pair, hostname: str, generation: str) -> Plan:
+    def _stage(self, pair: Pair, hostname: str) -> Plan:
+        generation = self.host.generation(self.settings.profile)
         cert_dirs = self.host.cert_dirs()
         if not cert_dirs:
             raise HostError(f"{self.host.path('/usr/share/xivo-certs')}: no Wazo certificate "
@@ -273,10 +284,12 @@ class Deployment:
             desired.append((template, hosts.desired_template(self.host, hostname)))
             update_config = read_state(template) != desired[-1][1] or \
                 self.host.resolves_to_loopback(hostname) is not None
-        changes = [(self._wazo_path(p), s) for p, s in desired if read_state(p) != s]
+        changes = [(self._wazo_path(p), s) for p, s in _with_parents(desired, self.host.root)
+                   if read_state(p) != s]
         restarts = services.restart_commands(self.host, generation) if changes else []
         return Plan(hostname, generation, changes, update_config, restarts, self._endpoints(),
-                    pair.leaf_der, label=f"certificate sha256 {pair.fingerprint[:16]}…")
+                    pair.leaf_der, label=f"certificate sha256 {pair.fingerprint[:16]}…",
+                    source=str(pair.cert_path))
 
     def _endpoints(self) -> list[Endpoint]:
         endpoints = list(self.settings.probes) or self.host.endpoints()
@@ -295,7 +308,7 @@ class Deployment:
             apply_state(self.host.path(path), state)
             failpoints.hit(f"after-write-{index}")
         if plan.update_config:
-            services.run(services.update_config_command(self.host), self.settings.command_timeout)
+            services.update_config(self.host, self.settings.command_timeout)
             failpoints.hit("after-update-config")
 
     def _probe_before_restart(self, plan: Plan, pair: Pair) -> None:
@@ -327,18 +340,24 @@ class Deployment:
         _, meta = self.journal.transaction.read()
         self.journal.restore(self.journal.transaction)
         if meta.get("update_config"):
-            services.run(services.update_config_command(self.host), self.settings.command_timeout)
+            try:
+                services.update_config(self.host, self.settings.command_timeout)
+            except CommandError as exc:  # the template is back; /etc/hosts follows next run
+                self.notify(f"While restoring the previous hosts template: {exc}")
+        previous = bytes.fromhex(meta.get("previous_leaf", ""))
+        endpoints = [Endpoint(a, p, u) for a, p, u in meta.get("endpoints", [])]
+        name = meta.get("hostname", "")
+        if restarted and previous and tls.describe_failures(
+                tls.probe_until(endpoints, name, previous, 1.0, verify=False)) is None:
+            restarted = False  # every endpoint still serves the previous pair: no restart
         if restarted:
             failure = self._restart(meta.get("restarts", []))
             if failure is not None:
                 raise CommandError(f"{failure} (while restoring the previous certificate; fix "
                                    "it and run again: the restore will be retried)")
-            previous = bytes.fromhex(meta.get("previous_leaf", ""))
-            endpoints = [Endpoint(a, p, u) for a, p, u in meta.get("endpoints", [])]
             if previous:
-                results = tls.probe_until(endpoints, meta.get("hostname", ""), previous,
-                                          self.settings.probe_timeout, verify=False)
-                problem = tls.describe_failures(results)
+                problem = tls.describe_failures(tls.probe_until(
+                    endpoints, name, previous, self.settings.probe_timeout, verify=False))
                 if problem:
                     self.notify(f"After restoring the previous certificate: {problem}")
         self.journal.transaction.remove()
@@ -371,6 +390,25 @@ class Deployment:
         if self._lock is not None and self.plan is None:
             lock, self._lock = self._lock, None
             lock.__exit__(None, None, None)
+
+
+def _with_parents(desired: list[tuple[Path, FileState]],
+                  root: Path) -> list[tuple[Path, FileState]]:
+    """The desired states, each preceded by the missing directories above it (so an undo
+    removes them again)."""
+    result: list[tuple[Path, FileState]] = []
+    seen: set[Path] = set()
+    for path, state in desired:
+        missing = []
+        parent = path.parent
+        while parent != root and not os.path.lexists(parent) and parent not in seen:
+            missing.append(parent)
+            parent = parent.parent
+        for directory in reversed(missing):
+            seen.add(directory)
+            result.append((directory, FileState.directory()))
+        result.append((path, state))
+    return result
 
 
 def _leaf_der(chain_pem: bytes, where: Path) -> bytes:

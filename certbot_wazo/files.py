@@ -15,6 +15,7 @@ from certbot_wazo.errors import HostError
 ABSENT = "absent"
 FILE = "file"
 LINK = "link"
+DIR = "dir"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,11 @@ class FileState:
     def link(cls, target: str) -> FileState:
         """A symbolic link to target."""
         return cls(LINK, target=target)
+
+    @classmethod
+    def directory(cls, mode: int = 0o755, uid: int = 0, gid: int = 0) -> "FileState":
+        """A directory (its content is not part of the state)."""
+        return cls(DIR, mode=mode, uid=uid, gid=gid)
 
     @classmethod
     def absent(cls) -> FileState:
@@ -89,6 +95,8 @@ def read_state(path: Path) -> FileState:
         raise HostError(f"{path.parent}: is a file, not a directory (move it away)") from None
     if stat.S_ISLNK(st.st_mode):
         return FileState.link(os.readlink(path))
+    if stat.S_ISDIR(st.st_mode):
+        return FileState.directory(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
     if not stat.S_ISREG(st.st_mode):
         raise HostError(f"{path}: is not a regular file (move it away)")
     try:
@@ -113,6 +121,9 @@ def apply_state(path: Path, state: FileState) -> None:
     if state.kind == ABSENT:
         _remove(path)
         return
+    if state.kind == DIR:
+        _make_dir(path, state)
+        return
     with open_dir(path.parent, create_mode=0o755) as dir_fd:
         tmp = f".{path.name}.certbot-wazo-{secrets.token_hex(6)}.tmp"
         try:
@@ -136,11 +147,29 @@ def _remove(path: Path) -> None:
         return
     with open_dir(path.parent) as dir_fd:
         try:
-            os.unlink(path.name, dir_fd=dir_fd)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.rmdir(path.name, dir_fd=dir_fd)
+            else:
+                os.unlink(path.name, dir_fd=dir_fd)
         except FileNotFoundError:
             return
-        except IsADirectoryError:
-            raise HostError(f"{path}: is a directory (move it away)") from None
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise HostError(f"{path}: cannot be removed ({exc.strerror})") from None
+            return  # somebody else's files are in it now: keep it
+        os.fsync(dir_fd)
+
+
+def _make_dir(path: Path, state: FileState) -> None:
+    with open_dir(path.parent) as dir_fd:
+        try:
+            os.mkdir(path.name, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise HostError(f"{path}: cannot be created ({exc.strerror})") from None
+        os.chown(path.name, state.uid, state.gid, dir_fd=dir_fd, follow_symlinks=False)
+        os.chmod(path.name, state.mode, dir_fd=dir_fd)
         os.fsync(dir_fd)
 
 

@@ -162,8 +162,12 @@ class Pair:
             or not trusted by the system trust store
         """
         now = now or datetime.datetime.now(datetime.timezone.utc)
+        for child, parent in zip(self.chain, self.chain[1:]):
+            if child.issuer != parent.subject:
+                raise PairError(f"{self.cert_path}: the chain is out of order (put the server "
+                                "certificate first, then each issuer: use fullchain.pem)")
         key = load_key(self.key_pem, self.key_path)
-        if _public_der(key) != _public_der(self.leaf.public_key()):
+        if _public_der(key.public_key()) != _public_der(self.leaf.public_key()):
             raise PairError(f"{self.key_path}: the private key does not match the certificate "
                             f"{self.cert_path} (give the key issued with it)")
         if now < not_before(self.leaf):
@@ -177,10 +181,6 @@ class Pair:
             raise PairError(f"{self.cert_path}: the certificate is not valid for {hostname} "
                             f"(its names: {shown}; pick one with --wazo-hostname or request "
                             "the certificate for this name)")
-        for child, parent in zip(self.chain, self.chain[1:]):
-            if child.issuer != parent.subject:
-                raise PairError(f"{self.cert_path}: the chain is out of order (put the server "
-                                "certificate first, then each issuer: use fullchain.pem)")
         try:
             tls.verify_pair(self.cert_path, self.key_path, hostname)
         except tls.HandshakeError as exc:

@@ -14,7 +14,7 @@ from certbot_wazo.host import LEGACY, Host
 def run(argv: Sequence[str], timeout: float) -> str:
     """Run a command (no shell) in its own session; kill the whole session on timeout.
 
-    :returns: its standard output
+    :returns: what it printed (standard output, then standard error)
     :raises CommandError: it failed, could not start or timed out
     """
     try:
@@ -33,7 +33,7 @@ def run(argv: Sequence[str], timeout: float) -> str:
         reason = lines[-1] if lines else "no message"
         raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' exited with status "
                            f"{proc.returncode}: {reason}")
-    return out.decode(errors="replace")
+    return (out + err).decode(errors="replace")
 
 
 def _kill_session(proc: subprocess.Popen[bytes]) -> None:
@@ -63,6 +63,21 @@ def update_config_command(host: Host) -> list[str]:
     :raises HostError: not installed
     """
     return [str(require(host, "xivo-update-config"))]
+
+
+def update_config(host: Host, timeout: float) -> None:
+    """Run xivo-update-config, which renders /etc/hosts from the templates.
+
+    It exits 0 even when a template fails to render (it prints "ERROR: generation from template
+    ... failed" and skips that module), so its output is read too.
+
+    :raises CommandError: it failed, or reported a template it could not render
+    """
+    argv = update_config_command(host)
+    output = run(argv, timeout)
+    for line in output.splitlines():
+        if line.startswith("ERROR"):
+            raise CommandError(f"{argv[0]}: {line.strip()} (fix the template it names)")
 
 
 def restart_commands(host: Host, generation: str) -> list[list[str]]:

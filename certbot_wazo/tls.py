@@ -83,10 +83,10 @@ def verify_pair(cert_path: Path, key_path: Path, hostname: str) -> None:
 
     :raises HandshakeError: the handshake failed; args[0] says why
     """
-    server = server_context(cert_path, key_path).wrap_bio(
-        ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
-    client = client_context().wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(),
-                                       server_hostname=hostname)
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    from_server, from_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = server_context(cert_path, key_path).wrap_bio(to_server, from_server, server_side=True)
+    client = client_context().wrap_bio(to_client, from_client, server_hostname=hostname)
     pending = [client, server]
     for _ in range(16):
         for side in list(pending):
@@ -99,8 +99,8 @@ def verify_pair(cert_path: Path, key_path: Path, hostname: str) -> None:
                 raise HandshakeError(exc.verify_message) from None
             except ssl.SSLError as exc:
                 raise HandshakeError(exc.reason or str(exc)) from None
-        server.incoming.write(client.outgoing.read())  # type: ignore[attr-defined]
-        client.incoming.write(server.outgoing.read())  # type: ignore[attr-defined]
+        to_server.write(from_client.read())
+        to_client.write(from_server.read())
         if not pending:
             return
     raise HandshakeError("the handshake did not complete")
