@@ -40,7 +40,7 @@ class FileState:
         return cls(LINK, target=target)
 
     @classmethod
-    def directory(cls, mode: int = 0o755, uid: int = 0, gid: int = 0) -> "FileState":
+    def directory(cls, mode: int = 0o755, uid: int = 0, gid: int = 0) -> FileState:
         """A directory (its content is not part of the state)."""
         return cls(DIR, mode=mode, uid=uid, gid=gid)
 
