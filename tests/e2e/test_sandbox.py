@@ -176,8 +176,9 @@ def test_fault_knobs(legacy_host: SandboxHost) -> None:
     assert host.run("systemctl", "reload", "nginx").returncode == 0
     assert serves(host, "nginx", new)
     host.fault("nginx.stale")
+    replace_pair(host, "newer")
     assert host.run("systemctl", "restart", "nginx").returncode == 0
-    assert host.served_cert("nginx") == old  # the pair of its first start
+    assert host.served_cert("nginx") == new  # the pair it had before the fault
     host.fault("nginx.stale", on=False)
 
     mark = len(host.events())

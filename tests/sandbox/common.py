@@ -94,13 +94,14 @@ def counter(path: Path, increment: bool = False) -> int:
 
 
 def pinned(root: Path, unit: str, role: str, path: Path) -> Path:
-    """The file a unit loads for role (e.g. "certificate"): the one of its first start if `<unit>.stale`."""
-    copy = root / "var/lib/sandbox/first" / unit / role
-    if not copy.exists() and path.exists():
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, copy)
+    """The file a unit loads for role (e.g. "certificate"); with `<unit>.stale` armed, the one it
+    loaded at its last start before the fault was armed (it keeps serving the pair it had)."""
+    copy = root / "var/lib/sandbox/pinned" / unit / role
     if fault_armed(root, f"{unit}.stale") and copy.exists():
         return copy
+    if path.exists():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
     return path
 
 
