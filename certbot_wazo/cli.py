@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from certbot_wazo import options
+from certbot_wazo import options, status
 from certbot_wazo.deployment import Deployment, Settings
 from certbot_wazo.errors import WazoError
 
@@ -44,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "uses DIR/fullchain.pem and DIR/privkey.pem")
     deploy.add_argument("--cert", metavar="FULLCHAIN", help="the certificate with its chain")
     deploy.add_argument("--key", metavar="KEY", help="its private key")
+    status = commands.add_parser("status", help="what the host serves, and whether it is "
+                                 "healthy (exit 0 healthy, 1 needs attention)")
+    _common(status)
+    status.add_argument("--json", action="store_true", help="print JSON for monitoring")
+    status.add_argument("--config-dir", default="/etc/letsencrypt", metavar="DIR",
+                        help="certbot's configuration directory, to find the newest lineage "
+                             "(default /etc/letsencrypt)")
+    retry = commands.add_parser("retry", help="deploy again a renewal whose deployment failed "
+                                "(run by the retry timer; nothing to do exits 0)")
+    _common(retry)
     revert = commands.add_parser("revert", help="back to the state before the first deployment")
     _common(revert)
     return parser
@@ -76,24 +87,54 @@ def _pair_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tu
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the command; exit 0 done, 1 failed (the host left as it was, or restored), 2 usage."""
+    """Run the command; exit 0 done (or healthy), 1 failed (the host left as it was, or
+    restored) or needs attention, 2 usage."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = settings_from(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.command == "status":
+        return _status(settings, args)
     deployment = Deployment(settings, notify=print)
     try:
         if args.command == "deploy":
             cert, key = _pair_paths(args, parser)
-            deployment.run(cert, key)
+            deployment.run(cert, key, remember=bool(args.lineage))
+        elif args.command == "retry":
+            deployment = Deployment(_retry_settings(deployment, args), notify=print)
+            deployment.retry()
         elif args.command == "revert":
-            deployment.restore(deployment.journal.original, "original")
+            deployment.revert()
     except WazoError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    messages: list[str] = []
+    report = status.check(Deployment(settings, notify=messages.append), Path(args.config_dir))
+    if args.json:
+        print(json.dumps(dict(report.as_json(), messages=messages), indent=2))
+    else:
+        print("\n".join([*messages, report.as_text()]))
+    return EXIT_OK if report.healthy else EXIT_FAILED
+
+
+def _retry_settings(deployment: Deployment, args: argparse.Namespace) -> Settings:
+    """The failed deployment's own settings, unless the command line gives others."""
+    record = deployment.journal.failure() or {}
+    saved = record.get("settings", {}) if isinstance(record.get("settings"), dict) else {}
+    return options.settings(
+        root=deployment.settings.root,
+        profile=getattr(args, "profile", saved.get("profile", "auto")),
+        hostname=getattr(args, "hostname", saved.get("hostname")),
+        probe=getattr(args, "probe", ",".join(saved.get("probes", [])) or None),
+        probe_timeout=getattr(args, "probe_timeout",
+                              saved.get("probe_timeout", options.DEFAULT_PROBE_TIMEOUT)),
+        prefix="--")
 
 
 if __name__ == "__main__":

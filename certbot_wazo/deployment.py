@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional
 
@@ -74,24 +75,41 @@ class Deployment:
         self.journal = Journal(self.host.path(STATE_DIR), self.host.path)
         self.plan: Optional[Plan] = None
         self._lock: Optional[ContextManager[None]] = None
+        self._source: tuple[Path, Path, bool] = (Path(), Path(), False)
 
     # -- the flow -----------------------------------------------------------------------------
-    def run(self, cert: Path, key: Path) -> bool:
+    def run(self, cert: Path, key: Path, remember: bool = False) -> bool:
         """Deploy a pair from start to end.
 
+        :param remember: on failure, remember the pair so that retry() deploys it later
+            (renewals: nobody is watching)
         :returns: False when the pair and configuration were already in place (nothing done)
         :raises WazoError: nothing was changed (bad input, unusable host)
         :raises RolledBackError: the new pair failed after the restart; the previous one is back
         """
         try:
-            if not self.install(cert, key):
+            if not self.install(cert, key, remember):
                 return False
             self.activate()
             return True
         finally:
             self.release()
 
-    def install(self, cert: Path, key: Path) -> bool:
+    def retry(self) -> Optional[bool]:
+        """Deploy the remembered failed deployment, if any.
+
+        :returns: None when there is nothing to retry, else as run()
+        :raises WazoError: it failed again (it stays remembered)
+        """
+        record = self.journal.failure()
+        if record is None or "cert" not in record:
+            self.notify("No failed deployment to retry")
+            return None
+        self.notify(f"Retrying the deployment of {record['cert']} that failed at "
+                    f"{record.get('failed_at', '?')}: {record.get('error', '')}")
+        return self.run(Path(record["cert"]), Path(record["key"]), remember=True)
+
+    def install(self, cert: Path, key: Path, remember: bool = False) -> bool:
         """Validate, stage, install, configure and probe before any restart.
 
         On failure every file is put back and nothing is restarted. The lock is kept until
@@ -100,6 +118,17 @@ class Deployment:
         :returns: False when there is nothing to do
         :raises WazoError: what is wrong, the host left as it was
         """
+        self._source = (cert, key, remember)
+        try:
+            done = self._install(cert, key)
+        except WazoError as exc:
+            self._remember_failure(exc)
+            raise
+        if not done:
+            self._forget_failure()
+        return done
+
+    def _install(self, cert: Path, key: Path) -> bool:
         pair = Pair.load(cert, key)                                      # validate
         hostname = self.settings.hostname or pair.default_hostname()
         pair.check(hostname)
@@ -153,19 +182,25 @@ class Deployment:
         self.plan = None
         if failure is None:                                              # commit
             self.journal.commit()
-            self.notify(f"Deployed {plan.label or 'the certificate'} for {plan.hostname}: "
-                        f"{len(plan.endpoints)} TLS endpoint(s) verified after the restart")
+            self._forget_failure()
+            self.notify(f"{plan.label} for {plan.hostname}: {len(plan.endpoints)} TLS "
+                        "endpoint(s) verified after the restart")
             self.release()
             return
         self.notify(f"The new certificate failed after the restart: {failure}. Restoring the "
                     "previous certificate and configuration.")
+        error = RolledBackError(f"{plan.source or self.host.root}: not deployed, the previous "
+                                f"certificate was restored ({failure}; fix that service, then "
+                                "run again)")
         try:                                                             # roll back
             self._undo(restarted=True)
+        except WazoError as exc:
+            self._remember_failure(exc)
+            raise
         finally:
             self.release()
-        raise RolledBackError(f"{plan.source or self.host.root}: not deployed, the previous "
-                              f"certificate was restored ({failure}; fix that service, then "
-                              "run again)")
+        self._remember_failure(error)
+        raise error
 
     def abort(self) -> None:
         """Undo an installed deployment that was not activated (nothing was restarted)."""
@@ -188,6 +223,17 @@ class Deployment:
                     f"{phase}; restoring the state before it")
         self._undo(restarted=phase in ("restarting", "probing"))
         return True
+
+    def recover_if_idle(self) -> bool:
+        """recover() under the lock, waiting at most settings.lock_timeout for it.
+
+        :raises LockBusyError: another deployment is running
+        """
+        self._acquire()
+        try:
+            return self.recover()
+        finally:
+            self.release()
 
     def refresh(self) -> bool:
         """Probe the endpoints; restart only if one does not serve the installed pair, then probe.
@@ -215,6 +261,20 @@ class Deployment:
         self.notify("Restarted the services: every endpoint serves the installed certificate")
         return True
 
+    def revert(self) -> bool:
+        """Back to the state before the first deployment (Wazo's own pair, no overrides, no
+        custom hosts template); certbot-wazo then forgets the host.
+
+        :returns: False when the host is already in that state
+        :raises HostError: certbot-wazo never deployed here
+        :raises RolledBackError: the original state failed its probe and was undone
+        """
+        changed = self.restore(self.journal.original, "Restored the original state")
+        self.journal.original.remove()
+        self.journal.previous.remove()
+        self.journal.clear_failure()
+        return changed
+
     def restore(self, snapshot: Snapshot, label: str) -> bool:
         """Put a saved state back (revert, rollback) as a transaction of its own.
 
@@ -229,7 +289,8 @@ class Deployment:
                 raise HostError(f"{snapshot.path}: nothing saved to restore (certbot-wazo has "
                                 "not deployed on this host)")
             entries, _ = snapshot.read()
-            changes = [(p, s) for p, s in entries if read_state(self.host.path(p)) != s]
+            # Undo order: files before the directories that were created for them.
+            changes = [(p, s) for p, s in reversed(entries) if read_state(self.host.path(p)) != s]
             generation = self.host.generation(self.settings.profile)
             crt = next((s for p, s in entries if p.endswith("/server.crt") and s.kind == FILE),
                        None)
@@ -242,7 +303,7 @@ class Deployment:
                         endpoints=self._endpoints(), expect_der=der, verify=False, label=label,
                         source=str(snapshot.path))
             if plan.empty:
-                self.notify(f"The host is already in the {label} state; nothing changed")
+                self.notify(f"{snapshot.path}: the host already is in that state; nothing changed")
                 return False
             self._begin(plan)
             try:
@@ -288,7 +349,7 @@ class Deployment:
                    if read_state(p) != s]
         restarts = services.restart_commands(self.host, generation) if changes else []
         return Plan(hostname, generation, changes, update_config, restarts, self._endpoints(),
-                    pair.leaf_der, label=f"certificate sha256 {pair.fingerprint[:16]}…",
+                    pair.leaf_der, label=f"Deployed certificate sha256 {pair.fingerprint[:16]}…",
                     source=str(pair.cert_path))
 
     def _endpoints(self) -> list[Endpoint]:
@@ -363,6 +424,25 @@ class Deployment:
         self.journal.transaction.remove()
 
     # -- helpers ------------------------------------------------------------------------------
+    def _remember_failure(self, error: WazoError) -> None:
+        cert, key, remember = self._source
+        if not remember:
+            return
+        try:
+            self.journal.record_failure({
+                "cert": str(cert.absolute()), "key": str(key.absolute()), "error": str(error),
+                "failed_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "settings": {"profile": self.settings.profile, "hostname": self.settings.hostname,
+                             "probes": [str(e) for e in self.settings.probes],
+                             "probe_timeout": self.settings.probe_timeout}})
+        except (WazoError, OSError) as exc:
+            logger.warning("Could not remember the failed deployment: %s", exc)
+
+    def _forget_failure(self) -> None:
+        record = self.journal.failure()
+        if record is not None and record.get("cert") == str(self._source[0].absolute()):
+            self.journal.clear_failure()
+
     def _wazo_path(self, path: Path) -> str:
         return "/" + str(path.relative_to(self.host.root))
 

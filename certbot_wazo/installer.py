@@ -89,22 +89,22 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
         if fullchain_path is None:
             raise errors.PluginError(f"{cert_path}: Wazo needs the full chain (certbot gives "
                                      "fullchain_path; use certbot 0.10 or newer)")
-        self._install(fullchain_path, key_path)
+        self._install(fullchain_path, key_path, remember=False)
 
     def renew_deploy(self, lineage: Any, *args: Any, **kwargs: Any) -> None:
         """Install a renewed lineage (certbot never calls deploy_cert on renew).
 
         :raises errors.PluginError: the pair or the host is unusable; nothing was changed
         """
-        self._install(lineage.fullchain_path, lineage.key_path)
+        self._install(lineage.fullchain_path, lineage.key_path, remember=True)
 
-    def _install(self, fullchain: str, key: str) -> None:
+    def _install(self, fullchain: str, key: str, remember: bool) -> None:
         if (fullchain, key) in self._deployed:
             return
         deployment = self._get_deployment()
         try:
             if deployment.plan is None:
-                deployment.install(Path(fullchain), Path(key))
+                deployment.install(Path(fullchain), Path(key), remember)
         except WazoError as exc:
             raise errors.PluginError(str(exc)) from None
         self._deployed.add((fullchain, key))
@@ -135,7 +135,7 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
             elif self._rolled_back:
                 logger.info("wazo: already rolled back in this run")
             else:
-                deployment.restore(deployment.journal.previous, "previous")
+                deployment.restore(deployment.journal.previous, "Restored the previous state")
         except WazoError as exc:
             raise errors.PluginError(str(exc)) from None
 

@@ -141,6 +141,31 @@ class Journal:
             os.rename(self.transaction.path, self.previous.path)
             _fsync_dir(self.state_dir)
 
+    @property
+    def failure_path(self) -> Path:
+        """Where a failed deployment is remembered until it is retried."""
+        return self.state_dir / "failed.json"
+
+    def failure(self) -> Optional[dict[str, Any]]:
+        """The remembered failed deployment, if any."""
+        try:
+            data = json.loads(self.failure_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {"error": f"{self.failure_path}: unreadable (remove it)"}
+        return data if isinstance(data, dict) else None
+
+    def record_failure(self, record: dict[str, Any]) -> None:
+        """Remember a failed deployment so that `certbot-wazo retry` deploys it later."""
+        ensure_private_dir(self.state_dir)
+        apply_state(self.failure_path, FileState.file(json.dumps(record, indent=1).encode(),
+                                                      0o600))
+
+    def clear_failure(self) -> None:
+        """Forget the failed deployment (it was deployed since)."""
+        apply_state(self.failure_path, FileState.absent())
+
     @contextlib.contextmanager
     def lock(self, timeout: float, notify: Callable[[str], None]) -> Iterator[None]:
         """Hold the host's deployment lock; wait up to timeout seconds for another holder.

@@ -58,7 +58,8 @@ def name_matches(name: str, pattern: str) -> bool:
     return name == pattern
 
 
-def _public_der(key: object) -> bytes:
+def public_key_der(key: object) -> bytes:
+    """A public key as DER SubjectPublicKeyInfo, to compare keys."""
     return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -167,7 +168,7 @@ class Pair:
                 raise PairError(f"{self.cert_path}: the chain is out of order (put the server "
                                 "certificate first, then each issuer: use fullchain.pem)")
         key = load_key(self.key_pem, self.key_path)
-        if _public_der(key.public_key()) != _public_der(self.leaf.public_key()):
+        if public_key_der(key.public_key()) != public_key_der(self.leaf.public_key()):
             raise PairError(f"{self.key_path}: the private key does not match the certificate "
                             f"{self.cert_path} (give the key issued with it)")
         if now < not_before(self.leaf):

@@ -1,0 +1,259 @@
+"""What a Wazo host serves and whether it is healthy: the installed pair, endpoints, overrides, lineage."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import stat
+from pathlib import Path
+from typing import Any, Optional
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certbot_wazo import tls, wazoconfig
+from certbot_wazo.deployment import Deployment
+from certbot_wazo.errors import LockBusyError, WazoError
+from certbot_wazo.files import FILE, read_state
+from certbot_wazo.host import CUSTOM_FILE, LEGACY, LINK_NAME, Host
+from certbot_wazo.overrides import SECTIONS
+from certbot_wazo.pair import Pair, dns_names, load_chain, load_key, not_after, not_before, public_key_der
+
+EXPIRY_WARNING_DAYS = 14
+
+
+@dataclasses.dataclass
+class Report:
+    """The status of one host; healthy when problems is empty."""
+
+    root: str
+    generation: str = "unknown"
+    hostname: str = ""
+    pair: dict[str, Any] = dataclasses.field(default_factory=dict)
+    endpoints: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    configuration: dict[str, Any] = dataclasses.field(default_factory=dict)
+    lineage: Optional[dict[str, Any]] = None
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """Nothing needs attention."""
+        return not self.problems
+
+    def as_json(self) -> dict[str, Any]:
+        """For monitoring systems."""
+        return dict(dataclasses.asdict(self), healthy=self.healthy)
+
+    def as_text(self) -> str:
+        """For people."""
+        lines = [f"Wazo host {self.root} ({self.generation})",
+                 f"  name:        {self.hostname or '-'}"]
+        if self.pair:
+            p = self.pair
+            lines += [f"  certificate: {', '.join(p.get('names', [])) or '-'}; issuer "
+                      f"{p.get('issuer', '-')}; expires {p.get('not_after', '-')} "
+                      f"({p.get('days_left', '?')} days)",
+                      f"  key:         {'matches' if p.get('key_matches') else 'DOES NOT MATCH'}"
+                      f"; files: " + ", ".join(f"{f['path']} {f['owner']} {f['mode']}"
+                                               for f in p.get("files", []))]
+        for e in self.endpoints:
+            lines.append(f"  endpoint:    {e['endpoint']}: {'ok' if e['ok'] else 'FAIL'}, "
+                         f"{e['detail']}")
+        for key, value in self.configuration.items():
+            lines.append(f"  {key + ':':<12} {value}")
+        if self.lineage:
+            lines.append(f"  lineage:     {self.lineage['path']} (expires "
+                         f"{self.lineage['not_after']}); installed: "
+                         f"{'yes' if self.lineage['installed'] else 'NO'}")
+        lines.append("Healthy." if self.healthy else "Needs attention:")
+        lines += [f"  - {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+def check(deployment: Deployment, config_dir: Path,
+          now: Optional[datetime.datetime] = None) -> Report:
+    """Inspect the host (after finishing an interrupted deployment, when no other one runs)."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    host = deployment.host
+    report = Report(root=str(host.root))
+    _recover(deployment, report)
+    try:
+        report.generation = host.generation(deployment.settings.profile)
+    except WazoError as exc:
+        report.problems.append(str(exc))
+    pair = _installed_pair(host, report, now)
+    if pair is None:
+        return report
+    report.hostname = deployment.settings.hostname or _default_name(pair)
+    _check_endpoints(deployment, pair, report)
+    if report.generation == LEGACY and pair.leaf.issuer != pair.leaf.subject:
+        _check_legacy_configuration(host, report)
+    _check_lineage(config_dir, report, pair)
+    failure = deployment.journal.failure()
+    if failure is not None:
+        report.problems.append(f"the deployment of {failure.get('cert', '?')} failed at "
+                               f"{failure.get('failed_at', '?')}: {failure.get('error', '?')} "
+                               "(`certbot-wazo retry` deploys it; the retry timer runs it)")
+    return report
+
+
+def _recover(deployment: Deployment, report: Report) -> None:
+    quick = dataclasses.replace(deployment.settings, lock_timeout=0.0)
+    probe = Deployment(quick, deployment.notify)
+    try:
+        probe.recover_if_idle()
+    except LockBusyError:
+        report.problems.append(f"{probe.journal.state_dir / 'lock'}: a deployment is running "
+                               "now (check again when it is done)")
+    except WazoError as exc:
+        report.problems.append(str(exc))
+
+
+def _default_name(pair: Pair) -> str:
+    try:
+        return pair.default_hostname()
+    except WazoError:
+        return ""
+
+
+def _installed_pair(host: Host, report: Report, now: datetime.datetime) -> Optional[Pair]:
+    dirs = host.cert_dirs()
+    if not dirs:
+        report.problems.append(f"{host.path('/usr/share/xivo-certs')}: no Wazo certificate "
+                               "directory (check --root)")
+        return None
+    pairs: list[Pair] = []
+    files: list[dict[str, Any]] = []
+    for directory in dirs:
+        for name in ("server.crt", "server.key"):
+            files.append(_file_info(host, directory / name, report))
+        try:
+            pairs.append(Pair.load(directory / "server.crt", directory / "server.key"))
+        except WazoError as exc:
+            report.problems.append(str(exc))
+    if not pairs:
+        return None
+    pair = pairs[0]
+    if any(p.chain_pem != pair.chain_pem or p.key_pem != pair.key_pem for p in pairs[1:]):
+        report.problems.append(f"{dirs[1]}: holds another pair than {dirs[0]} (deploy again)")
+    leaf = pair.leaf
+    key = load_key(pair.key_pem, pair.key_path)
+    matches = public_key_der(key.public_key()) == public_key_der(leaf.public_key())
+    days = (not_after(leaf) - now).days
+    issuer = leaf.issuer.rfc4514_string()
+    report.pair = {"names": dns_names(leaf), "issuer": issuer, "subject": leaf.subject.rfc4514_string(),
+                   "not_before": not_before(leaf).isoformat(), "not_after": not_after(leaf).isoformat(),
+                   "days_left": days, "sha256": pair.fingerprint, "key_matches": matches,
+                   "files": files}
+    if not matches:
+        report.problems.append(f"{pair.key_path}: the key does not match {pair.cert_path} "
+                               "(deploy the pair again)")
+    if leaf.issuer == leaf.subject:
+        report.problems.append(f"{pair.cert_path}: still Wazo's self-signed certificate "
+                               "(migrate: certbot run -i wazo, see the README)")
+    elif days < 0:
+        report.problems.append(f"{pair.cert_path}: expired {-days} days ago (renew and deploy)")
+    elif days < EXPIRY_WARNING_DAYS:
+        report.problems.append(f"{pair.cert_path}: expires in {days} days (check that renewal "
+                               "runs: systemctl list-timers certbot.timer)")
+    return pair
+
+
+def _file_info(host: Host, path: Path, report: Report) -> dict[str, Any]:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        report.problems.append(f"{path}: missing (deploy a certificate)")
+        return {"path": str(path), "owner": "-", "mode": "-"}
+    group = "www-data" if _is_www_data(host, st.st_gid) else str(st.st_gid)
+    info = {"path": str(path), "owner": f"{st.st_uid}:{group}",
+            "mode": f"{stat.S_IMODE(st.st_mode):04o}", "link": stat.S_ISLNK(st.st_mode)}
+    if stat.S_ISLNK(st.st_mode):
+        report.problems.append(f"{path}: is a symlink (Wazo's package chowns it; install a real "
+                               "file: certbot-wazo deploy)")
+    elif group != "www-data":
+        report.problems.append(f"{path}: group is not www-data (Wazo's services cannot read it: "
+                               "certbot-wazo deploy fixes it)")
+    elif path.name == "server.key" and st.st_mode & 0o007:
+        report.problems.append(f"{path}: readable by others (chmod 0640 it now)")
+    return info
+
+
+def _is_www_data(host: Host, gid: int) -> bool:
+    try:
+        return host.www_data_gid() == gid
+    except WazoError:
+        return False
+
+
+def _check_endpoints(deployment: Deployment, pair: Pair, report: Report) -> None:
+    try:
+        endpoints = list(deployment.settings.probes) or deployment.host.endpoints()
+    except WazoError as exc:
+        report.problems.append(str(exc))
+        return
+    name = report.hostname or "localhost"
+    self_signed = pair.leaf.issuer == pair.leaf.subject
+    results = tls.probe_until(endpoints, name, pair.leaf_der, 0.5, verify=not self_signed)
+    for result in results:
+        report.endpoints.append({"endpoint": str(result.endpoint), "ok": result.ok,
+                                 "detail": result.detail, "sha256": result.fingerprint})
+        if not result.ok:
+            report.problems.append(f"{result.endpoint} {result.detail} (restart that service, "
+                                   "or run certbot-wazo deploy again)")
+
+
+def _check_legacy_configuration(host: Host, report: Report) -> None:
+    name = report.hostname
+    custom = host.path(CUSTOM_FILE)
+    state = read_state(custom) if custom.parent.is_dir() else None
+    if state is None or state.kind != FILE:
+        report.configuration["overrides"] = "missing"
+        report.problems.append(f"{custom}: missing (the services still reach each other as "
+                               "localhost: certbot-wazo deploy writes it)")
+    else:
+        try:
+            data = wazoconfig.load_yaml(custom)
+            wrong = [s for s in SECTIONS if not isinstance(data.get(s), dict)
+                     or data[s].get("host") != name]
+        except WazoError as exc:
+            wrong = list(SECTIONS)
+            report.problems.append(str(exc))
+        report.configuration["overrides"] = "ok" if not wrong else f"wrong in {', '.join(wrong)}"
+        if wrong:
+            report.problems.append(f"{custom}: host is not {name} in {', '.join(wrong)} "
+                                   "(certbot-wazo deploy fixes it)")
+    try:
+        missing = [str(d / LINK_NAME) for d in host.conf_d_dirs()
+                   if not (d / LINK_NAME).is_symlink()]
+    except WazoError as exc:
+        missing = []
+        report.problems.append(str(exc))
+    report.configuration["links"] = "ok" if not missing else f"{len(missing)} missing"
+    report.problems += [f"{m}: missing link to {CUSTOM_FILE} (certbot-wazo deploy adds it)"
+                        for m in missing]
+    where = host.resolves_to_loopback(name) if name else "no name"
+    report.configuration["hosts"] = "ok" if where is None else f"{name} -> {where}"
+    if where is not None:
+        report.problems.append(f"{host.path('/etc/hosts')}: {name} resolves to {where}, not "
+                               "127.0.0.1 (certbot-wazo deploy fixes the hosts template)")
+
+
+def _check_lineage(config_dir: Path, report: Report, pair: Pair) -> None:
+    live = config_dir / "live"
+    newest: Optional[tuple[datetime.datetime, Path, Any]] = None
+    for lineage in sorted(live.iterdir()) if live.is_dir() else []:
+        fullchain = lineage / "fullchain.pem"
+        try:
+            leaf = load_chain(fullchain.read_bytes(), fullchain)[0]
+        except (OSError, WazoError):
+            continue
+        if report.hostname in dns_names(leaf) and (newest is None or not_before(leaf) > newest[0]):
+            newest = (not_before(leaf), lineage, leaf)
+    if newest is None:
+        return
+    _, lineage, leaf = newest
+    installed = leaf.public_bytes(Encoding.DER) == pair.leaf_der
+    report.lineage = {"path": str(lineage), "not_after": not_after(leaf).isoformat(),
+                      "installed": installed}
+    if not installed:
+        report.problems.append(f"{lineage}: the newest certificate for {report.hostname} is not "
+                               f"the one installed (certbot-wazo deploy --lineage {lineage})")
