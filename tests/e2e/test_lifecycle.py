@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from tests.e2e.test_certbot import obtain, restart_alls, serves, wazo_args
+from tests.e2e.test_certbot import obtain, restart_alls, serves
 from tests.sandbox.certbot import Certbot
 from tests.sandbox.host import SandboxHost
 from tests.sandbox.tree import differences, snapshot

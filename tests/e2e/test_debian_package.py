@@ -1,0 +1,46 @@
+"""The installed Debian package python3-certbot-wazo, as Debian's certbot and the admin see it.
+
+Runs only where the package is installed and CERTBOT_WAZO_DEB_INSTALLED=1 (.ci/package sets it);
+the real issuance through the installed plugin is debian/tests/issue.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("CERTBOT_WAZO_DEB_INSTALLED") != "1",
+    reason="needs python3-certbot-wazo installed and CERTBOT_WAZO_DEB_INSTALLED=1 (run .ci/package)")
+
+HOOK = Path("/usr/share/certbot-wazo/hooks/certbot-wazo-deploy")
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=120, cwd="/")
+
+
+def test_debian_certbot_lists_the_plugin(tmp_path: Path) -> None:
+    dirs = [f"--{kind}-dir={tmp_path / kind}" for kind in ("config", "work", "logs")]
+    result = run("/usr/bin/certbot", "plugins", "--text", *dirs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "* wazo" in result.stdout.splitlines(), result.stdout
+
+
+def test_command_is_installed() -> None:
+    result = run("/usr/bin/certbot-wazo", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "deploy" in result.stdout
+
+
+def test_hook_is_shipped_executable() -> None:
+    assert HOOK.is_file() and os.access(HOOK, os.X_OK)
+
+
+def test_nothing_enabled_in_renewal_hooks() -> None:
+    files = run("dpkg", "-L", "python3-certbot-wazo")
+    assert files.returncode == 0, files.stderr
+    assert str(HOOK) in files.stdout.splitlines()
+    assert not [f for f in files.stdout.splitlines() if f.startswith("/etc/letsencrypt")]
