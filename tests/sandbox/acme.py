@@ -61,6 +61,7 @@ class Pebble:
         self.workdir = Path()
         self.processes: list[subprocess.Popen[bytes]] = []
         self.api_port = self.management_port = self.http_port = self.tls_port = 0
+        self.dns_management_url = ""  # challtestsrv: POST /set-txt, /clear-txt (DNS-01)
         self.api_ca_path = self.trust_bundle_path = Path()
 
     @property
@@ -85,6 +86,7 @@ class Pebble:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.api_ca_path, cert, key = make_api_pair(self.workdir)
         self.api_port, self.management_port, self.http_port, self.tls_port, dns, challmgmt = free_ports(6)
+        self.dns_management_url = f"http://127.0.0.1:{challmgmt}"
         config = {"pebble": {"listenAddress": f"127.0.0.1:{self.api_port}",
                              "managementListenAddress": f"127.0.0.1:{self.management_port}",
                              "certificate": str(cert), "privateKey": str(key), "httpPort": self.http_port,

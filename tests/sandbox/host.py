@@ -121,9 +121,11 @@ class SandboxHost:
             path.unlink(missing_ok=True)
 
 
-def build_host(root: Path, generation: str, *, name: str = "wazo.example.test") -> SandboxHost:
-    """Build a legacy ("XiVO 15.12 – Wazo 18.03") or modern ("Wazo 24.01+") host under root."""
+def build_host(root: Path, generation: str, *, name: str = "wazo.example.test",
+               http_port: int | None = None) -> SandboxHost:
+    """Build a legacy ("XiVO 15.12 – Wazo 18.03") or modern ("Wazo 24.01+") host under root;
+    with http_port, its nginx also serves plain HTTP there (for HTTP-01 through Wazo's nginx)."""
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    layout = build(root, generation, name)
+    layout = build(root, generation, name, http_port)
     return SandboxHost(root, generation, name, dict(layout.endpoints))

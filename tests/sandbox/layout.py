@@ -181,8 +181,9 @@ def make_asterisk(root: Path, generation: str, certs: str, ports: dict[str, int]
     layout.units["asterisk"] = "asterisk"
 
 
-def make_nginx(root: Path, certs: str, port: int, layout: Layout) -> None:
-    """nginx.conf (Debian-like, Wazo paths) and the wazo site linked into sites-enabled."""
+def make_nginx(root: Path, certs: str, port: int, layout: Layout, http_port: int | None = None) -> None:
+    """nginx.conf (Debian-like, Wazo paths) and the wazo site linked into sites-enabled; with
+    http_port, also Wazo's plain-HTTP server (the one ACME HTTP-01 validation reaches)."""
     nginx = root / "etc/nginx"
     temp = "\n".join(f"    {kind}_temp_path /var/lib/nginx/{kind.split('_')[-1]};"
                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -204,7 +205,15 @@ http {{
     include /etc/nginx/sites-enabled/*;
 }}
 """)
-    write(nginx / "sites-available/wazo", f"""server {{
+    http_server = f"""server {{
+    listen 127.0.0.1:{http_port} default_server;
+    server_name _;
+
+    include /etc/nginx/locations/http-enabled/*;
+}}
+
+""" if http_port else ""
+    write(nginx / "sites-available/wazo", http_server + f"""server {{
     listen 127.0.0.1:{port} default_server ssl;
     server_name _;
 
@@ -242,7 +251,7 @@ def make_stubs(root: Path) -> None:
     (root / "usr/bin/xivo-service").symlink_to("wazo-service")
 
 
-def build(root: Path, generation: str, name: str) -> Layout:
+def build(root: Path, generation: str, name: str, http_port: int | None = None) -> Layout:
     """Build the whole tree; returns units and TLS endpoints."""
     if generation not in ("legacy", "modern"):
         raise ValueError(f"unknown generation {generation!r}")
@@ -251,7 +260,7 @@ def build(root: Path, generation: str, name: str) -> Layout:
     certs = "/" + str(make_certs(root, generation).relative_to(root))
     ports = make_daemons(root, generation, certs, layout)
     make_asterisk(root, generation, certs, ports, layout)
-    make_nginx(root, certs, ports["nginx"], layout)
+    make_nginx(root, certs, ports["nginx"], layout, http_port)
     layout.units |= {unit: "noop" for unit in NOOP_UNITS}
     make_stubs(root)
     for directory in ("run/sandbox/faults", "var/log/sandbox", "var/lib/sandbox"):
