@@ -76,7 +76,7 @@ class Pebble:
 
     def _get(self, url: str) -> bytes:
         context = ssl.create_default_context(cafile=str(self.api_ca_path))
-        with urllib.request.urlopen(url, context=context, timeout=5) as response:  # noqa: S310 - https only
+        with urllib.request.urlopen(url, context=context, timeout=5) as response:
             body: bytes = response.read()
             return body
 
