@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 Notify = Callable[[str], None]
 
+# How long the gentle path (reloads, single restarts) gets before the documented restart.
+GENTLE_PROBE_TIMEOUT = 15.0
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -51,6 +54,12 @@ class Plan:
     verify: bool = True
     label: str = ""
     source: str = ""
+    gentle: list[list[str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def restart_levels(self) -> list[list[list[str]]]:
+        """The restarts to try in order: the gentle one (pair-only changes), then the documented."""
+        return [self.gentle, self.restarts] if self.gentle else [self.restarts]
 
     @property
     def empty(self) -> bool:
@@ -61,6 +70,7 @@ class Plan:
         """What crash recovery needs to undo this plan."""
         return {"hostname": self.hostname, "generation": self.generation,
                 "update_config": self.update_config, "restarts": self.restarts,
+                "gentle": self.gentle,
                 "endpoints": [[e.address, e.port, e.unit] for e in self.endpoints],
                 "previous_leaf": previous_der.hex(), "label": self.label}
 
@@ -171,14 +181,8 @@ class Deployment:
         if plan is None:
             raise WazoError("no deployment is pending (deploy a certificate first)")
         self.journal.phase("restarting")
-        failure = self._restart(plan.restarts)                           # restart
-        failpoints.hit("after-restart")
-        if failure is None:
-            self.journal.phase("probing")
-            results = tls.probe_until(plan.endpoints, plan.hostname, plan.expect_der,
-                                      self.settings.probe_timeout, plan.verify)  # probe
-            failure = tls.describe_failures(results)
-            failpoints.hit("after-probe")
+        failure, _ = self._restart_and_probe(plan.restart_levels, plan.endpoints,  # restart,
+                                             plan.hostname, plan.expect_der, plan.verify)  # probe
         self.plan = None
         if failure is None:                                              # commit
             self.journal.commit()
@@ -348,9 +352,15 @@ class Deployment:
         changes = [(self._wazo_path(p), s) for p, s in _with_parents(desired, self.host.root)
                    if read_state(p) != s]
         restarts = services.restart_commands(self.host, generation) if changes else []
-        return Plan(hostname, generation, changes, update_config, restarts, self._endpoints(),
+        endpoints = self._endpoints()
+        pair_files = {p for d in cert_dirs for p in (d / "server.crt", d / "server.key")}
+        pair_only = bool(changes) and not update_config and \
+            all(self.host.path(p) in pair_files for p, _ in changes)
+        gentle = services.gentle_commands(self.host, endpoints) \
+            if pair_only and generation == LEGACY else []
+        return Plan(hostname, generation, changes, update_config, restarts, endpoints,
                     pair.leaf_der, label=f"Deployed certificate sha256 {pair.fingerprint[:16]}…",
-                    source=str(pair.cert_path))
+                    source=str(pair.cert_path), gentle=gentle)
 
     def _endpoints(self) -> list[Endpoint]:
         endpoints = list(self.settings.probes) or self.host.endpoints()
@@ -391,6 +401,32 @@ class Deployment:
                 return str(exc)
         return None
 
+    def _restart_and_probe(self, levels: list[list[list[str]]], endpoints: list[Endpoint],
+                           name: str, expect: bytes, verify: bool) -> tuple[Optional[str], bool]:
+        """Run each level of restarts, gentlest first, until every endpoint serves expect.
+
+        :returns: the last failure (None when the probes passed), and whether it was a command
+            that failed rather than a probe
+        """
+        failure: Optional[str] = None
+        for index, commands in enumerate(levels):
+            last = index == len(levels) - 1
+            failure = self._restart(commands)
+            command_failed = failure is not None
+            failpoints.hit("after-restart")
+            if failure is None and expect:
+                timeout = self.settings.probe_timeout if last else \
+                    min(self.settings.probe_timeout, GENTLE_PROBE_TIMEOUT)
+                failure = tls.describe_failures(
+                    tls.probe_until(endpoints, name, expect, timeout, verify))
+                failpoints.hit("after-probe")
+            if failure is None:
+                return None, False
+            if not last:
+                self.notify(f"After reloading only what reads the certificate: {failure}; "
+                            "restarting the services the documented way")
+        return failure, command_failed
+
     def _undo(self, restarted: bool) -> None:
         """Restore the transaction's saved files; re-render hosts; restart and probe if needed.
 
@@ -412,15 +448,14 @@ class Deployment:
                 tls.probe_until(endpoints, name, previous, 1.0, verify=False)) is None:
             restarted = False  # every endpoint still serves the previous pair: no restart
         if restarted:
-            failure = self._restart(meta.get("restarts", []))
-            if failure is not None:
+            levels = [meta.get("gentle", []), meta.get("restarts", [])]
+            failure, command_failed = self._restart_and_probe(
+                [level for level in levels if level], endpoints, name, previous, verify=False)
+            if command_failed:
                 raise CommandError(f"{failure} (while restoring the previous certificate; fix "
                                    "it and run again: the restore will be retried)")
-            if previous:
-                problem = tls.describe_failures(tls.probe_until(
-                    endpoints, name, previous, self.settings.probe_timeout, verify=False))
-                if problem:
-                    self.notify(f"After restoring the previous certificate: {problem}")
+            if failure:
+                self.notify(f"After restoring the previous certificate: {failure}")
         self.journal.transaction.remove()
 
     # -- helpers ------------------------------------------------------------------------------

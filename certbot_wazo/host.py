@@ -240,11 +240,18 @@ class Host:
 
 
 def _https_section(conf: dict[str, object], cert_paths: set[str]) -> Optional[dict[str, object]]:
+    """The listener that serves the pair: rest_api.https (most daemons) or websocket with
+    ssl (xivo-websocketd)."""
     rest_api = conf.get("rest_api")
-    https = rest_api.get("https") if isinstance(rest_api, dict) else None
-    if not isinstance(https, dict) or https.get("enabled", True) in (False, "false", "no"):
-        return None
-    return https if https.get("certificate") in cert_paths else None
+    candidates = [rest_api.get("https") if isinstance(rest_api, dict) else None]
+    websocket = conf.get("websocket")
+    if isinstance(websocket, dict) and websocket.get("ssl") in (True, "true", "yes"):
+        candidates.append(websocket)
+    for section in candidates:
+        if isinstance(section, dict) and section.get("enabled", True) not in (False, "false", "no") \
+                and section.get("certificate") in cert_paths:
+            return section
+    return None
 
 
 def _loopback(address: str) -> str:

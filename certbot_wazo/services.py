@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -9,6 +10,10 @@ from typing import Sequence
 
 from certbot_wazo.errors import CommandError, HostError
 from certbot_wazo.host import LEGACY, Host
+from certbot_wazo.tls import Endpoint
+
+# A systemd unit name as Wazo's daemons have them (validated before it reaches systemctl).
+UNIT = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,99}$")
 
 
 def run(argv: Sequence[str], timeout: float) -> str:
@@ -92,4 +97,29 @@ def restart_commands(host: Host, generation: str) -> list[list[str]]:
     commands = [[systemctl, "reload", "nginx"]]
     if host.path("/etc/wazo-phoned").is_dir():
         commands.append([systemctl, "restart", "wazo-phoned"])
+    return commands
+
+
+def gentle_commands(host: Host, endpoints: Sequence[Endpoint]) -> list[list[str]]:
+    """Reload or restart only what serves the pair, the gentlest way each supports: nginx
+    reload (old workers drain), asterisk `module reload http` (a new TLS context for new
+    connections, calls untouched), a restart of each Wazo daemon that serves TLS.
+
+    :returns: [] when an endpoint's service is unknown (then only the documented restart will do)
+    """
+    units = [e.unit for e in endpoints]
+    if not units or any(not UNIT.match(u) for u in units):
+        return []
+    commands: list[list[str]] = []
+    systemctl = host.command("systemctl")
+    asterisk = host.command("asterisk")
+    if systemctl is None or ("asterisk" in units and asterisk is None):
+        return []
+    if "nginx" in units:
+        commands.append([str(systemctl), "reload", "nginx"])
+    if "asterisk" in units and asterisk is not None:
+        commands.append([str(asterisk), "-rx", "module reload http"])
+    daemons = sorted({u for u in units if u not in ("nginx", "asterisk")})
+    if daemons:
+        commands.append([str(systemctl), "restart", *daemons])
     return commands

@@ -40,7 +40,9 @@ def restarts(host: SandboxHost) -> list[str]:
 
 def served_everywhere(host: SandboxHost, crt: Path) -> bool:
     leaf = load_chain(crt.read_bytes(), crt)[0].public_bytes(Encoding.DER)
-    return all(host.served_cert(unit) == leaf for unit in host.endpoints)
+    stale = [unit for unit in host.endpoints if host.served_cert(unit) != leaf]
+    assert stale == [], f"still serving another certificate: {stale}"
+    return True
 
 
 def test_legacy_deployment(legacy_host: SandboxHost, ca: CA, trust: Path, tmp_path: Path) -> None:
@@ -202,3 +204,32 @@ def test_original_pair_is_kept(legacy_host: SandboxHost, ca: CA, trust: Path,
     assert original in [b.read_bytes() for b in blobs]
     assert all(stat.S_IMODE(b.stat().st_mode) == 0o600 for b in blobs)
     assert stat.S_IMODE(os.stat(legacy_host.root / "var/lib/certbot-wazo").st_mode) == 0o700
+
+
+def test_certificate_only_renewal_is_gentle(legacy_host: SandboxHost, ca: CA, trust: Path,
+                                            tmp_path: Path) -> None:
+    host = legacy_host
+    assert deploy(host, *ca.issue(tmp_path / "first", names=[host.name]))
+    mark, starts = len(host.events()), host.asterisk_starts()
+    crt, key = ca.issue(tmp_path / "renewed", names=[host.name])
+    assert deploy(host, crt, key)
+    assert served_everywhere(host, crt)
+    events = host.events()[mark:]
+    assert events[0] == "reload nginx"
+    assert host.asterisk_starts() == starts and "stop asterisk" not in events
+    assert not [e for e in events if e.split()[1] in ("postgresql", "rabbitmq-server")]
+    daemons = {u for u in host.endpoints if u not in ("nginx", "asterisk")}
+    assert {e.split()[1] for e in events if e.startswith("restart ")} == daemons
+    assert ["-rx", "module reload http"] in [c[1:] for c in host.commands()]
+
+
+def test_gentle_path_falls_back_to_the_documented_restart(legacy_host: SandboxHost, ca: CA,
+                                                          trust: Path, tmp_path: Path) -> None:
+    host = legacy_host
+    assert deploy(host, *ca.issue(tmp_path / "first", names=[host.name]))
+    host.fault("nginx.noreload")
+    mark = len(host.events())
+    crt, key = ca.issue(tmp_path / "renewed", names=[host.name])
+    assert deploy(host, crt, key, probe_timeout=3.0)
+    assert served_everywhere(host, crt)
+    assert host.events()[mark:].count("stop asterisk") == 1

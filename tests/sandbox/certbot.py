@@ -51,8 +51,11 @@ class Certbot:
                 "--http-01-address", "127.0.0.1"]
 
     def env(self, env_extra: dict[str, str] | None = None) -> dict[str, str]:
-        """The environment certbot (and its hooks) run with."""
-        return {**os.environ, "REQUESTS_CA_BUNDLE": str(self.pebble.api_ca_path),
+        """The environment certbot (and its hooks) run with. The working tree's certbot_wazo
+        comes first: a venv that sees Debian's site-packages would otherwise import the
+        installed python3-certbot-wazo package, not the code under test."""
+        return {**os.environ, "PYTHONPATH": str(REPO),
+                "REQUESTS_CA_BUNDLE": str(self.pebble.api_ca_path),
                 "SSL_CERT_FILE": str(self.pebble.trust_bundle_path), **(env_extra or {})}
 
     def run(self, *args: str, env_extra: dict[str, str] | None = None,

@@ -55,7 +55,8 @@ def test_malformed_overrides(legacy_root: Path, content: str, message: str) -> N
 def test_links_go_into_every_conf_d_and_resolve(legacy_root: Path) -> None:
     host = Host(legacy_root)
     links = overrides.desired_links(host)
-    assert {p.parent.parent.name for p, _ in links} == {"xivo-auth", "xivo-confd", "wazo-plugind"}
+    assert {p.parent.parent.name for p, _ in links} == {"xivo-auth", "xivo-confd", "wazo-plugind",
+                                                        "xivo-websocketd"}
     apply_state(host.path(CUSTOM_FILE), FileState.file(b"x: 1\n", 0o644))
     for path, state in links:
         assert state.kind == LINK

@@ -40,6 +40,7 @@ def test_legacy_endpoints(legacy_root: Path) -> None:
     assert set(endpoints) == {
         Endpoint("127.0.0.1", 9497, "xivo-auth"), Endpoint("127.0.0.1", 9486, "xivo-confd"),
         Endpoint("127.0.0.1", 9503, "wazo-plugind"), Endpoint("127.0.0.1", 443, "nginx"),
+        Endpoint("127.0.0.1", 9502, "xivo-websocketd"),
         Endpoint("127.0.0.1", 5040, "asterisk")}
 
 
