@@ -23,5 +23,9 @@ e2e: bootstrap
 
 test: lint unit e2e
 
+# Renewal figures on the sandbox (both generations): BENCH_ARGS="--runs 10" for more runs.
+bench: bootstrap
+	$(PYTHON_NEW) -m tests.bench.renewal $(BENCH_ARGS)
+
 clean:
 	rm -rf .venv .venv-debian build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -396,7 +396,7 @@ class Deployment:
     def _restart(self, restarts: list[list[str]]) -> Optional[str]:
         for argv in restarts:
             try:
-                services.run(argv, self.settings.command_timeout)
+                services.run_restart(self.host, argv, self.settings.command_timeout)
             except CommandError as exc:
                 return str(exc)
         return None

@@ -151,10 +151,10 @@ class Pair:
         :raises PairError: the certificate has no such name
         """
         for name in self.names:
-            if not name.startswith("*."):
+            if not name.startswith("*.") and valid_dns_name(name):
                 return name
-        raise PairError(f"{self.cert_path}: the certificate has no DNS name in subjectAltName "
-                        "(request it for the server's name)")
+        raise PairError(f"{self.cert_path}: the certificate has no usable DNS name in "
+                        "subjectAltName (request it for the server's name)")
 
     def check(self, hostname: str, now: Optional[datetime.datetime] = None) -> None:
         """Everything the services will need from this pair, checked before any change.
@@ -163,6 +163,9 @@ class Pair:
             or not trusted by the system trust store
         """
         now = now or datetime.datetime.now(datetime.timezone.utc)
+        if not valid_dns_name(hostname) or hostname.startswith("*."):
+            raise PairError(f"{self.cert_path}: {hostname!r} is not a DNS name the services can "
+                            "use (give one with --wazo-hostname)")
         for child, parent in zip(self.chain, self.chain[1:]):
             if child.issuer != parent.subject:
                 raise PairError(f"{self.cert_path}: the chain is out of order (put the server "

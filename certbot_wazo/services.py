@@ -70,6 +70,22 @@ def update_config_command(host: Host) -> list[str]:
     return [str(require(host, "xivo-update-config"))]
 
 
+def run_restart(host: Host, argv: Sequence[str], timeout: float) -> None:
+    """Run one restart or reload command.
+
+    Asterisk before 13.24 / 15.7 / 16.1 skips `module reload http` when http.conf is unchanged
+    (main/http.c __ast_http_load and CONFIG_FLAG_FILEUNCHANGED): its mtime is bumped first so
+    every version builds a new TLS context from the new pair.
+
+    :raises CommandError: the command failed or timed out
+    """
+    if list(argv[1:]) == ["-rx", "module reload http"]:
+        http_conf = host.path("/etc/asterisk/http.conf")
+        if http_conf.is_file() and not http_conf.is_symlink():
+            os.utime(http_conf)
+    run(argv, timeout)
+
+
 def update_config(host: Host, timeout: float) -> None:
     """Run xivo-update-config, which renders /etc/hosts from the templates.
 

@@ -171,6 +171,15 @@ def asterisk(root: Path, argv: list[str]) -> int:
         return 1
     words = command.split()
     if words[:2] == ["module", "reload"] and words[2:] in (["http"], ["http.so"], []):
+        # Like Asterisk 13.19 (legacy Wazo): before 13.24 __ast_http_load() returns early when
+        # http.conf is unchanged (size and mtime), so the TLS pair is not reloaded.
+        http_conf = root / "etc/asterisk/http.conf"
+        seen = sandbox_dir(root) / "asterisk.http-conf-stamp"
+        stamp = f"{http_conf.stat().st_size}:{http_conf.stat().st_mtime_ns}"
+        if state(root)["generation"] == "legacy" and seen.exists() and seen.read_text() == stamp:
+            print("Module 'http' reloaded successfully.")
+            return 0
+        seen.write_text(stamp)
         reloads = sandbox_dir(root) / "asterisk.reloads"
         before = counter(reloads)
         os.kill(pid, signal.SIGHUP)

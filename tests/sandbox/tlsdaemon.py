@@ -88,6 +88,9 @@ def main(root: Path, unit: str) -> int:
     state = sandbox_dir(root)
     if unit == "asterisk":
         counter(root / "var/lib/sandbox/asterisk.starts", increment=True)
+        http_conf = root / "etc/asterisk/http.conf"  # what `module reload http` compares with
+        (state / "asterisk.http-conf-stamp").write_text(
+            f"{http_conf.stat().st_size}:{http_conf.stat().st_mtime_ns}")
     try:
         host, port, context = asterisk_listener(root) if unit == "asterisk" else daemon_listener(root, unit)
         server = Server((host, port), Handler)
