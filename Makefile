@@ -7,8 +7,9 @@ PYTHON_DEB := .venv-debian/bin/python
 bootstrap:
 	@bash .ci/bootstrap
 
-demo: bootstrap
-	$(PYTHON_NEW) -m tests.sandbox.demo
+demo:
+	@bash .ci/bootstrap demo
+	$(PYTHON_DEB) -m tests.sandbox.demo
 
 lint: bootstrap
 	.venv/bin/ruff check certbot_wazo tests hooks

@@ -33,11 +33,14 @@ def show(result: subprocess.CompletedProcess[str], command: str) -> None:
 def restarted(host: SandboxHost, since: int) -> str:
     events = host.events()[since:]
     stopped = [e.split()[1] for e in events if e.startswith("stop ")]
-    other = [e for e in events if e.startswith(("restart ", "reload "))]
-    parts = [f"{len(stopped)} services stopped and started again"
-             f" (asterisk {'included: live calls dropped' if 'asterisk' in stopped else 'untouched'})"
-             ] if stopped else []
-    return "; ".join(parts + other) or "nothing restarted"
+    restarted_units = [e.split()[1] for e in events if e.startswith("restart ")]
+    reloaded = [e.split()[1] for e in events if e.startswith("reload ")]
+    parts = [f"{len(stopped)} services stopped and started again"] if stopped else []
+    parts += [f"{len(restarted_units)} daemons serving TLS restarted"] if restarted_units else []
+    parts += [f"{unit} reloaded" for unit in reloaded]
+    parts.append("asterisk restarted: live calls dropped" if "asterisk" in stopped
+                 else "asterisk not restarted: calls kept")
+    return "; ".join(parts)
 
 
 def status(host: SandboxHost, cb: Certbot) -> None:
