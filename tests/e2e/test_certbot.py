@@ -114,3 +114,20 @@ def test_plugin_is_listed(certbot: CertbotFactory, certbot_variant: str) -> None
     assert result.returncode == 0
     assert "* wazo" in result.stdout
     assert "Wazo (XiVO) telephony server" in result.stdout
+
+
+def test_certbot_rollback_restores_the_previous_deployment(
+        legacy_host: SandboxHost, certbot: CertbotFactory, certbot_variant: str,
+        tmp_path: Path) -> None:
+    cb, host = certbot(certbot_variant), legacy_host
+    obtain(cb, host)
+    first = {unit: host.served_cert(unit) for unit in host.endpoints}
+    before = snapshot(host.root)
+    assert cb.run("renew", "--force-renewal").returncode == 0
+    assert {unit: host.served_cert(unit) for unit in host.endpoints} != first
+    # certbot rollback: rollback_checkpoints() then restart() on the installer.
+    result = cb.run("rollback", "--checkpoints", "1", "--installer", "wazo", "--wazo-root",
+                    str(host.root))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {unit: host.served_cert(unit) for unit in host.endpoints} == first
+    assert differences(before, snapshot(host.root)) == []
