@@ -32,8 +32,10 @@ def _has_certbot(python: str) -> bool:
 class Certbot:
     """One certbot launcher bound to a Pebble and a private config/work/logs tree."""
 
-    def __init__(self, argv: list[str], pebble: Pebble, workdir: Path) -> None:
+    def __init__(self, argv: list[str], pebble: Pebble, workdir: Path,
+                 working_tree: bool = True) -> None:
         self.argv = list(argv)
+        self.working_tree = working_tree
         self.pebble = pebble
         self.workdir = Path(workdir)
         self.config_dir = self.workdir / "config"
@@ -52,10 +54,10 @@ class Certbot:
 
     def env(self, env_extra: dict[str, str] | None = None) -> dict[str, str]:
         """The environment certbot (and its hooks) run with. The working tree's certbot_wazo
-        comes first: a venv that sees Debian's site-packages would otherwise import the
-        installed python3-certbot-wazo package, not the code under test."""
-        return {**os.environ, "PYTHONPATH": str(REPO),
-                "REQUESTS_CA_BUNDLE": str(self.pebble.api_ca_path),
+        comes first (unless working_tree is False, to test the installed package): a venv that
+        sees Debian's site-packages would otherwise import an installed python3-certbot-wazo."""
+        tree = {"PYTHONPATH": str(REPO)} if self.working_tree else {}
+        return {**os.environ, **tree, "REQUESTS_CA_BUNDLE": str(self.pebble.api_ca_path),
                 "SSL_CERT_FILE": str(self.pebble.trust_bundle_path), **(env_extra or {})}
 
     def run(self, *args: str, env_extra: dict[str, str] | None = None,
