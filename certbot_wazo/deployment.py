@@ -140,6 +140,7 @@ class Deployment:
 
     def _install(self, cert: Path, key: Path) -> bool:
         pair = Pair.load(cert, key)                                      # validate
+        pair.check_order()
         hostname = self.settings.hostname or pair.default_hostname()
         pair.check(hostname)
         self._acquire()
@@ -162,11 +163,11 @@ class Deployment:
         try:
             self._apply(plan)                                            # install, configure
             self._probe_before_restart(plan, pair)                       # probe
+            self.journal.phase("installed")
         except WazoError:
             self._undo(restarted=False)
             self.release()
             raise
-        self.journal.phase("installed")
         self.plan = plan
         self.notify(f"Installed the certificate for {hostname} ({plan.generation} Wazo); "
                     "it passed a TLS handshake before any restart")
@@ -180,7 +181,15 @@ class Deployment:
         plan = self.plan
         if plan is None:
             raise WazoError("no deployment is pending (deploy a certificate first)")
-        self.journal.phase("restarting")
+        try:
+            self.journal.phase("restarting")
+        except WazoError:
+            self.plan = None
+            try:
+                self._undo(restarted=False)
+            finally:
+                self.release()
+            raise
         failure, _ = self._restart_and_probe(plan.restart_levels, plan.endpoints,  # restart,
                                              plan.hostname, plan.expect_der, plan.verify)  # probe
         self.plan = None
@@ -312,10 +321,10 @@ class Deployment:
             self._begin(plan)
             try:
                 self._apply(plan)
+                self.journal.phase("installed")
             except WazoError:
                 self._undo(restarted=False)
                 raise
-            self.journal.phase("installed")
             self.plan = plan
             self.activate()
             return True

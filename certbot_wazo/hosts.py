@@ -28,7 +28,7 @@ def desired_template(host: Host, hostname: str) -> FileState:
     if current.kind == LINK:
         raise HostError(f"{custom}: is a symlink (replace it with a regular file)")
     if current.kind == FILE:
-        source = current.data.decode("utf-8", errors="replace")
+        source = current.data.decode("utf-8", errors="surrogateescape")
     else:
         base = host.path(HOSTS_BASE)
         try:
@@ -36,7 +36,9 @@ def desired_template(host: Host, hostname: str) -> FileState:
         except OSError:
             raise HostError(f"{base}: the base hosts template is missing (reinstall xivo-config: "
                             "apt-get install --reinstall xivo-config)") from None
-    lines = [re.sub(r"^127\.0\.1\.1(?=\s)", "127.0.0.1", line) for line in source.splitlines()]
+    lines = [re.sub(r"^127\.0\.1\.1(?=\s)", "127.0.0.1", line) for line in source.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
     variables = host.common_conf()
     text = "\n".join(lines) + "\n"
     if wazoconfig.hosts_address(render(text, variables), hostname) != "127.0.0.1":
@@ -47,7 +49,8 @@ def desired_template(host: Host, hostname: str) -> FileState:
         raise HostError(f"{where}: unknown placeholder #{unknown[0]}# (define "
                         f"{unknown[0]} in {host.path('/etc/xivo/common.conf')} or remove it "
                         "from the template)")
-    if current.kind == FILE and text.encode() == current.data:
+    data = text.encode("utf-8", errors="surrogateescape")
+    if current.kind == FILE and data == current.data:
         return current
     mode = current.mode if current.kind == FILE else 0o644
-    return FileState.file(text.encode(), mode, current.uid, current.gid)
+    return FileState.file(data, mode, current.uid, current.gid)

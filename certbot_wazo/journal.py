@@ -131,7 +131,9 @@ class Journal:
         """Put every saved path back as it was, in reverse order; the paths restored."""
         entries, _ = snapshot.read()
         for path, state in reversed(entries):
-            apply_state(self.resolve(path), state)
+            target = self.resolve(path)
+            if read_state(target) != state:
+                apply_state(target, state)
         return [p for p, _ in entries]
 
     def commit(self) -> None:
@@ -174,7 +176,12 @@ class Journal:
         """
         ensure_private_dir(self.state_dir)
         path = self.state_dir / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            what = "is a symlink: remove it" if exc.errno == errno.ELOOP else "fix the file system"
+            raise HostError(f"{path}: the lock file cannot be opened ({exc.strerror}; "
+                            f"{what})") from None
         try:
             if not _try_lock(fd):
                 holder = _holder(path)
@@ -187,8 +194,11 @@ class Journal:
                                        f"running{holder} (wait for it to finish, then run "
                                        "again)")
                     time.sleep(0.2)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            try:  # the pid only informs whoever waits: the flock is the lock
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError as exc:
+                notify(f"{path}: could not record this process's pid ({exc.strerror})")
             yield
         finally:
             os.close(fd)

@@ -70,6 +70,9 @@ def load_chain(data: bytes, path: Path) -> list[x509.Certificate]:
     :raises PairError: no certificate, or one that does not parse
     """
     blocks = _PEM_CERT.findall(data)
+    if blocks and data.count(b"-----BEGIN CERTIFICATE-----") != len(blocks):
+        raise PairError(f"{path}: a certificate in it is truncated (it has no END line; give "
+                        "the complete fullchain.pem)")
     if not blocks:
         raise PairError(f"{path}: no PEM certificate found (give the full chain, e.g. "
                         "the lineage's fullchain.pem)")
@@ -156,6 +159,16 @@ class Pair:
         raise PairError(f"{self.cert_path}: the certificate has no usable DNS name in "
                         "subjectAltName (request it for the server's name)")
 
+    def check_order(self) -> None:
+        """The chain is the leaf, then each issuer.
+
+        :raises PairError: it is not
+        """
+        for child, parent in zip(self.chain, self.chain[1:]):
+            if child.issuer != parent.subject:
+                raise PairError(f"{self.cert_path}: the chain is out of order (put the server "
+                                "certificate first, then each issuer: use fullchain.pem)")
+
     def check(self, hostname: str, now: Optional[datetime.datetime] = None) -> None:
         """Everything the services will need from this pair, checked before any change.
 
@@ -166,10 +179,7 @@ class Pair:
         if not valid_dns_name(hostname) or hostname.startswith("*."):
             raise PairError(f"{self.cert_path}: {hostname!r} is not a DNS name the services can "
                             "use (give one with --wazo-hostname)")
-        for child, parent in zip(self.chain, self.chain[1:]):
-            if child.issuer != parent.subject:
-                raise PairError(f"{self.cert_path}: the chain is out of order (put the server "
-                                "certificate first, then each issuer: use fullchain.pem)")
+        self.check_order()
         key = load_key(self.key_pem, self.key_path)
         if public_key_der(key.public_key()) != public_key_der(self.leaf.public_key()):
             raise PairError(f"{self.key_path}: the private key does not match the certificate "
@@ -192,11 +202,11 @@ class Pair:
 
     def _trust_problem(self, reason: str) -> str:
         where = f"{self.cert_path}: the chain does not verify for the system trust store"
-        if "issuer" not in reason:
-            return f"{where} ({reason}; check the pair and the system clock)"
         if self.leaf.issuer == self.leaf.subject:
             return (f"{where}: it is self-signed (use a certificate from a trusted CA such "
                     "as Let's Encrypt)")
+        if "issuer" not in reason:
+            return f"{where} ({reason}; check the pair and the system clock)"
         if len(self.chain) == 1:
             return (f"{where}: it holds only the server certificate (give the full chain "
                     "with its intermediates: fullchain.pem, not cert.pem)")

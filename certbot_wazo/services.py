@@ -37,7 +37,8 @@ def run(argv: Sequence[str], timeout: float) -> str:
         lines = (err or out).decode(errors="replace").strip().splitlines()
         reason = lines[-1] if lines else "no message"
         raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' exited with status "
-                           f"{proc.returncode}: {reason}")
+                           f"{proc.returncode}: {reason} (run it by hand to see why, fix that, "
+                           "then run again)")
     return (out + err).decode(errors="replace")
 
 
