@@ -1,6 +1,8 @@
 """End-to-end fixtures: a session-wide Pebble, started sandbox hosts, certbot runners."""
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -11,6 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.pki import CA  # noqa: E402
 from tests.sandbox.acme import Pebble  # noqa: E402
 from tests.sandbox.certbot import Certbot, CertbotFactory, certbot_variants  # noqa: E402
 from tests.sandbox.host import SandboxHost, build_host  # noqa: E402
@@ -61,3 +64,54 @@ def certbot(pebble: Pebble, tmp_path: Path) -> CertbotFactory:
             raise LookupError(f"certbot variant {variant!r} unavailable (have {sorted(variants)})")
         return Certbot(variants[variant], pebble, tmp_path / f"certbot-{variant}")
     return make
+
+
+# -- a test CA as "the system trust store" ------------------------------------------------------
+@pytest.fixture(scope="session")
+def ca() -> CA:
+    """A root and an intermediate issuing the tests' certificates."""
+    return CA("E2E")
+
+
+@pytest.fixture(scope="session")
+def bundle(ca: CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test CA's root as a trust store file."""
+    return ca.trust_bundle(tmp_path_factory.mktemp("trust") / "trust.pem")
+
+
+@pytest.fixture
+def trust(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test CA is the system trust store (OpenSSL honours SSL_CERT_FILE)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    return bundle
+
+
+# -- one started legacy sandbox per module, put back before each test ----------------------------
+@pytest.fixture(scope="module")
+def shared_legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SandboxHost, Path]]:
+    """A started legacy sandbox and a pristine copy of its Wazo files."""
+    base = tmp_path_factory.mktemp("shared")
+    host = build_host(base / "legacy-root", "legacy")
+    pristine = base / "pristine"
+    pristine.mkdir()
+    subprocess.run(["cp", "-a", str(host.root / "etc"), str(host.root / "usr"), str(pristine)],
+                   check=True)
+    try:
+        host.start()
+        yield host, pristine
+    finally:
+        host.stop()
+
+
+@pytest.fixture
+def reset_legacy(shared_legacy: tuple[SandboxHost, Path], trust: Path) -> SandboxHost:
+    """The shared sandbox with Wazo's original files, no certbot-wazo state and no fault armed
+    (services keep running: what they serve is not compared before a deployment)."""
+    host, pristine = shared_legacy
+    for name in ("etc", "usr", "var/lib/certbot-wazo"):
+        shutil.rmtree(host.root / name, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(pristine / "etc"), str(pristine / "usr"), str(host.root)],
+                   check=True)
+    for fault in (host.root / "run/sandbox/faults").iterdir():
+        fault.unlink()
+    return host

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import pytest
 import yaml
@@ -29,7 +29,7 @@ from certbot_wazo.host import CUSTOM_FILE, HOSTS_BASE, HOSTS_CUSTOM, LINK_NAME
 from certbot_wazo.pair import load_chain
 from certbot_wazo.wazoconfig import hosts_address
 from tests.pki import CA, DAY, NOW
-from tests.sandbox.host import SandboxHost, build_host
+from tests.sandbox.host import SandboxHost
 from tests.sandbox.tree import differences, snapshot
 
 CLI = Path(sys.executable).with_name("certbot-wazo")
@@ -38,43 +38,9 @@ FIX = re.compile(r"\(.+\)\.?$")  # "FILE: what is wrong (what to do)"
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ca() -> CA:
-    return CA("Inputs")
-
-
-@pytest.fixture(scope="module")
-def bundle(ca: CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ca.trust_bundle(tmp_path_factory.mktemp("trust") / "trust.pem")
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SandboxHost, Path]]:
-    base = tmp_path_factory.mktemp("inputs")
-    host = build_host(base / "legacy-root", "legacy")
-    pristine = base / "pristine"
-    pristine.mkdir()
-    subprocess.run(["cp", "-a", str(host.root / "etc"), str(host.root / "usr"), str(pristine)],
-                   check=True)
-    try:
-        host.start()
-        yield host, pristine
-    finally:
-        host.stop()
-
-
 @pytest.fixture
-def host(shared: tuple[SandboxHost, Path], bundle: Path,
-         monkeypatch: pytest.MonkeyPatch) -> SandboxHost:
-    sandbox, pristine = shared
-    for name in ("etc", "usr", STATE):
-        shutil.rmtree(sandbox.root / name, ignore_errors=True)
-    subprocess.run(["cp", "-a", str(pristine / "etc"), str(pristine / "usr"), str(sandbox.root)],
-                   check=True)
-    for fault in (sandbox.root / "run/sandbox/faults").iterdir():
-        fault.unlink()
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-    return sandbox
+def host(reset_legacy: SandboxHost) -> SandboxHost:
+    return reset_legacy
 
 
 # -- helpers -------------------------------------------------------------------------------------

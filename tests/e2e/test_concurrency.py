@@ -26,16 +26,6 @@ CLI = Path(sys.executable).with_name("certbot-wazo")
 STATE = "var/lib/certbot-wazo"
 
 
-@pytest.fixture(scope="module")
-def ca() -> CA:
-    return CA("Concurrency")
-
-
-@pytest.fixture
-def trust(ca: CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bundle = ca.trust_bundle(tmp_path / "trust.pem")
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-    return bundle
 
 
 def leaf_der(crt: Path) -> bytes:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import pytest
 import yaml
@@ -68,50 +68,9 @@ def _crash_id(point: str) -> str:
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ca() -> CA:
-    return CA("Crash")
-
-
-@pytest.fixture(scope="module")
-def bundle(ca: CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ca.trust_bundle(tmp_path_factory.mktemp("trust") / "trust.pem")
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SandboxHost, Path]]:
-    """A started legacy sandbox and a pristine copy of its Wazo files."""
-    base = tmp_path_factory.mktemp("crash")
-    host = build_host(base / "legacy-root", "legacy")
-    pristine = base / "pristine"
-    pristine.mkdir()
-    subprocess.run(["cp", "-a", str(host.root / "etc"), str(host.root / "usr"), str(pristine)],
-                   check=True)
-    try:
-        host.start()
-        yield host, pristine
-    finally:
-        host.stop()
-
-
 @pytest.fixture
-def host(shared: tuple[SandboxHost, Path], bundle: Path,
-         monkeypatch: pytest.MonkeyPatch) -> SandboxHost:
-    """The shared sandbox with Wazo's original files and no certbot-wazo state (services keep
-    running: what they serve is not part of what these tests compare before a deployment)."""
-    sandbox, pristine = shared
-    reset(sandbox, pristine)
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-    return sandbox
-
-
-def reset(host: SandboxHost, pristine: Path) -> None:
-    for name in ("etc", "usr", STATE):
-        shutil.rmtree(host.root / name, ignore_errors=True)
-    subprocess.run(["cp", "-a", str(pristine / "etc"), str(pristine / "usr"), str(host.root)],
-                   check=True)
-    for fault in (host.root / "run/sandbox/faults").iterdir():
-        fault.unlink()
+def host(reset_legacy: SandboxHost) -> SandboxHost:
+    return reset_legacy
 
 
 # -- helpers -------------------------------------------------------------------------------------

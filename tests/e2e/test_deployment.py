@@ -17,18 +17,6 @@ from tests.sandbox.host import SandboxHost
 from tests.sandbox.tree import differences, snapshot
 
 
-@pytest.fixture(scope="module")
-def ca() -> CA:
-    return CA("E2E")
-
-
-@pytest.fixture
-def trust(ca: CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bundle = ca.trust_bundle(tmp_path / "trust.pem")
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-    return bundle
-
-
 def deploy(host: SandboxHost, crt: Path, key: Path, **settings: object) -> bool:
     options: dict[str, object] = {"probe_timeout": 10.0, "command_timeout": 30.0, **settings}
     return Deployment(Settings(root=host.root, **options)).run(crt, key)  # type: ignore[arg-type]
