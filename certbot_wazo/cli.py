@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     retry = commands.add_parser("retry", help="deploy again a renewal whose deployment failed "
                                 "(run by the retry timer; nothing to do exits 0)")
     _common(retry)
+    recover = commands.add_parser("recover", help="undo a deployment that was interrupted "
+                                  "(killed, power cut); every command does it first anyway")
+    _common(recover)
+    recover.add_argument("--boot", action="store_true", help="at boot, before the services "
+                         "start: only put the previous files back")
     revert = commands.add_parser("revert", help="back to the state before the first deployment")
     _common(revert)
     return parser
@@ -105,6 +110,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.command == "retry":
             deployment = Deployment(_retry_settings(deployment, args), notify=print)
             deployment.retry()
+        elif args.command == "recover":
+            if not deployment.recover_if_idle(boot=args.boot):
+                print("No interrupted deployment")
         elif args.command == "revert":
             deployment.revert()
     except WazoError as exc:

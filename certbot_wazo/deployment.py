@@ -111,6 +111,7 @@ class Deployment:
         :returns: None when there is nothing to retry, else as run()
         :raises WazoError: it failed again (it stays remembered)
         """
+        self.recover_if_idle()
         record = self.journal.failure()
         if record is None or "cert" not in record:
             self.notify("No failed deployment to retry")
@@ -223,28 +224,37 @@ class Deployment:
             self.notify("Rolled back the certificate installed in this run")
         self.release()
 
-    def recover(self) -> bool:
+    def recover(self, boot: bool = False) -> bool:
         """Bring back the state before an interrupted deployment (killed, power cut).
 
+        :param boot: the services are not running yet (early boot): only put the files back,
+            so that they start on the previous pair; the next run re-renders /etc/hosts and
+            clears the undo log
         :returns: whether there was one
         """
         if self.plan is not None or not self.journal.transaction.exists():
             return False
         _, meta = self.journal.transaction.read()
         phase = meta.get("phase", "installing")
+        if boot:
+            self.notify(f"{self.journal.transaction.path}: a deployment was interrupted while "
+                        f"{phase}; putting the previous files back before the services start")
+            self.journal.restore(self.journal.transaction)
+            self.journal.phase("installing")
+            return True
         self.notify(f"{self.journal.transaction.path}: a deployment was interrupted while "
                     f"{phase}; restoring the state before it")
         self._undo(restarted=phase in ("restarting", "probing"))
         return True
 
-    def recover_if_idle(self) -> bool:
+    def recover_if_idle(self, boot: bool = False) -> bool:
         """recover() under the lock, waiting at most settings.lock_timeout for it.
 
         :raises LockBusyError: another deployment is running
         """
         self._acquire()
         try:
-            return self.recover()
+            return self.recover(boot)
         finally:
             self.release()
 

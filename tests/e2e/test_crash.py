@@ -424,3 +424,28 @@ def test_disk_full_at_the_lock_file_is_one_clear_line_or_harmless(
     else:
         assert problems_after_deploy(host, crt, key) == []
     assert fault.fired
+
+
+# -- 3. a reboot right after the kill: the boot-time recovery runs before the services -----------
+def test_boot_recovery_puts_the_old_files_back_before_the_services_start(
+        host: SandboxHost, ca: CA, bundle: Path, tmp_path: Path) -> None:
+    crt, key = ca.issue(tmp_path / "le", names=[host.name])
+    before = snapshot(host.root)
+    crashed = cli(host, bundle, crt, key, failpoint="after-write-0")  # new key, old certificate
+    assert crashed.returncode == -signal.SIGKILL
+    assert differences(before, snapshot(host.root)) != []
+    events = host.events()
+
+    boot = subprocess.run([str(CLI), "recover", "--boot", "--root", str(host.root)],
+                          capture_output=True, text=True, timeout=60)
+    assert boot.returncode == 0, boot.stderr
+    assert "before the services start" in boot.stdout
+    # The pair on disk is the old one again, and nothing was run (services are not up at boot).
+    assert [d for d in differences(before, snapshot(host.root)) if "certs" in d] == []
+    assert host.events() == events
+    # The next regular run finishes the job: /etc/hosts re-rendered, undo log cleared.
+    later = subprocess.run([str(CLI), "recover", "--root", str(host.root)],
+                           capture_output=True, text=True, timeout=60)
+    assert later.returncode == 0, later.stderr
+    assert differences(before, snapshot(host.root)) == []
+    assert not (host.root / STATE / "transaction").exists()
