@@ -19,7 +19,10 @@ HOOK = Path("/usr/share/certbot-wazo/hooks/certbot-wazo-deploy")
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=120, cwd="/")
+    """Run against the installed package only (tests/conftest.py puts the tree on PYTHONPATH)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=120, cwd="/",
+                          env=env)
 
 
 def test_debian_certbot_lists_the_plugin(tmp_path: Path) -> None:

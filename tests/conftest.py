@@ -1,0 +1,13 @@
+"""For every test: the working tree's certbot_wazo is the one imported, here and in subprocesses.
+
+A venv that sees Debian's site-packages (Debian's certbot 2.1) would otherwise import an
+installed python3-certbot-wazo before the editable install of the code under test.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
