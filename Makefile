@@ -20,7 +20,7 @@ unit: bootstrap
 	$(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/unit
 
 e2e: bootstrap
-	$(PYTHON_NEW) -m pytest -q tests/e2e
+	CERTBOT_WAZO_REQUIRE=pypi,debian $(PYTHON_NEW) -m pytest -q tests/e2e
 
 test: lint unit e2e
 

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="certbot's configuration directory, to find the newest lineage "
                              "(default /etc/letsencrypt)")
     retry = commands.add_parser("retry", help="deploy again a renewal whose deployment failed "
-                                "(run by the retry timer; nothing to do exits 0)")
+                                "(run after each certbot.timer run; nothing to do exits 0)")
     _common(retry)
     recover = commands.add_parser("recover", help="undo a deployment that was interrupted "
                                   "(killed, power cut); every command does it first anyway")
@@ -101,7 +101,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     if args.command == "status":
-        return _status(settings, args)
+        try:
+            return _status(settings, args)
+        except (WazoError, OSError) as exc:
+            print(_one_line(exc), file=sys.stderr)
+            return EXIT_FAILED
     deployment = Deployment(settings, notify=print)
     try:
         if args.command == "deploy":
@@ -115,10 +119,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print("No interrupted deployment")
         elif args.command == "revert":
             deployment.revert()
-    except WazoError as exc:
-        print(str(exc), file=sys.stderr)
+    except (WazoError, OSError) as exc:
+        print(_one_line(exc), file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _one_line(exc: Exception) -> str:
+    """The error as one line; an unexpected OSError still names its file."""
+    if isinstance(exc, OSError):
+        return f"{exc.filename or 'certbot-wazo'}: {exc.strerror or exc} (fix it, then run again)"
+    return str(exc)
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from typing import Any, Callable, ContextManager, Optional
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certbot_wazo import failpoints, hosts, overrides, services, tls
-from certbot_wazo.errors import CommandError, HostError, ProbeError, RolledBackError, WazoError
+from certbot_wazo.errors import CommandError, HostError, PairError, ProbeError, RolledBackError, WazoError
 from certbot_wazo.files import FILE, FileState, apply_state, read_state
 from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, HOSTS_FILE, LEGACY, STATE_DIR, Host
 from certbot_wazo.journal import Journal, Snapshot
@@ -86,6 +86,7 @@ class Deployment:
         self.plan: Optional[Plan] = None
         self._lock: Optional[ContextManager[None]] = None
         self._source: tuple[Path, Path, bool] = (Path(), Path(), False)
+        self._keep_lock = False
 
     # -- the flow -----------------------------------------------------------------------------
     def run(self, cert: Path, key: Path, remember: bool = False) -> bool:
@@ -132,6 +133,8 @@ class Deployment:
         self._source = (cert, key, remember)
         try:
             done = self._install(cert, key)
+        except PairError:
+            raise  # the pair itself is bad: retrying it cannot help, nothing to remember
         except WazoError as exc:
             self._remember_failure(exc)
             raise
@@ -247,12 +250,12 @@ class Deployment:
         self._undo(restarted=phase in ("restarting", "probing"))
         return True
 
-    def recover_if_idle(self, boot: bool = False) -> bool:
-        """recover() under the lock, waiting at most settings.lock_timeout for it.
+    def recover_if_idle(self, boot: bool = False, wait: Optional[float] = None) -> bool:
+        """recover() under the lock, waiting at most wait (default settings.lock_timeout) for it.
 
         :raises LockBusyError: another deployment is running
         """
-        self._acquire()
+        self._acquire(wait)
         try:
             return self.recover(boot)
         finally:
@@ -264,6 +267,13 @@ class Deployment:
         :returns: whether a restart was needed
         :raises ProbeError: an endpoint still does not serve the installed pair after the restart
         """
+        self._acquire()
+        try:
+            return self._refresh()
+        finally:
+            self.release()
+
+    def _refresh(self) -> bool:
         der = self._installed_leaf()
         if not der:
             raise HostError(f"{self.host.root}: no installed Wazo certificate to check "
@@ -292,13 +302,9 @@ class Deployment:
         :raises HostError: certbot-wazo never deployed here
         :raises RolledBackError: the original state failed its probe and was undone
         """
-        changed = self.restore(self.journal.original, "Restored the original state")
-        self.journal.original.remove()
-        self.journal.previous.remove()
-        self.journal.clear_failure()
-        return changed
+        return self.restore(self.journal.original, "Restored the original state", forget=True)
 
-    def restore(self, snapshot: Snapshot, label: str) -> bool:
+    def restore(self, snapshot: Snapshot, label: str, forget: bool = False) -> bool:
         """Put a saved state back (revert, rollback) as a transaction of its own.
 
         :returns: False when the host is already in that state
@@ -311,10 +317,10 @@ class Deployment:
             if not snapshot.exists():
                 raise HostError(f"{snapshot.path}: nothing saved to restore (certbot-wazo has "
                                 "not deployed on this host)")
-            entries, _ = snapshot.read()
+            entries, saved = snapshot.read()
             # Undo order: files before the directories that were created for them.
             changes = [(p, s) for p, s in reversed(entries) if read_state(self.host.path(p)) != s]
-            generation = self.host.generation(self.settings.profile)
+            generation = saved.get("generation") or self.host.generation(self.settings.profile)
             crt = next((s for p, s in entries if p.endswith("/server.crt") and s.kind == FILE),
                        None)
             der = _leaf_der(crt.data if crt else self._installed_chain(), snapshot.path)
@@ -327,6 +333,8 @@ class Deployment:
                         source=str(snapshot.path))
             if plan.empty:
                 self.notify(f"{snapshot.path}: the host already is in that state; nothing changed")
+                if forget:
+                    self._forget_host()
                 return False
             self._begin(plan)
             try:
@@ -336,10 +344,20 @@ class Deployment:
                 self._undo(restarted=False)
                 raise
             self.plan = plan
+            self._keep_lock = forget
             self.activate()
+            if forget:
+                self._forget_host()
             return True
         finally:
+            self._keep_lock = False
             self.release()
+
+    def _forget_host(self) -> None:
+        """After a revert: certbot-wazo keeps nothing about this host."""
+        self.journal.original.remove()
+        self.journal.previous.remove()
+        self.journal.clear_failure()
 
     # -- steps --------------------------------------------------------------------------------
     def _stage(self, pair: Pair, hostname: str) -> Plan:
@@ -370,12 +388,14 @@ class Deployment:
                 self.host.resolves_to_loopback(hostname) is not None
         changes = [(self._wazo_path(p), s) for p, s in _with_parents(desired, self.host.root)
                    if read_state(p) != s]
-        restarts = services.restart_commands(self.host, generation) if changes else []
         endpoints = self._endpoints()
+        restarts = services.restart_commands(self.host, generation) if changes else []
         pair_files = {p for d in cert_dirs for p in (d / "server.crt", d / "server.key")}
         pair_only = bool(changes) and not update_config and \
             all(self.host.path(p) in pair_files for p, _ in changes)
-        gentle = services.gentle_commands(self.host, endpoints) \
+        # What serves the pair is read from the host's configuration even when --wazo-probe
+        # names the endpoints to check.
+        gentle = services.gentle_commands(self.host, self.host.endpoints()) \
             if pair_only and generation == LEGACY else []
         return Plan(hostname, generation, changes, update_config, restarts, endpoints,
                     pair.leaf_der, label=f"Deployed certificate sha256 {pair.fingerprint[:16]}…",
@@ -513,15 +533,19 @@ class Deployment:
         except WazoError:
             return b""
 
-    def _acquire(self) -> None:
+    def _acquire(self, wait: Optional[float] = None) -> None:
         if self._lock is None:
-            lock = self.journal.lock(self.settings.lock_timeout, self.notify)
+            if not self.host.cert_dirs():  # never create state under a mistyped root
+                raise HostError(f"{self.host.path('/usr/share/xivo-certs')}: no Wazo certificate "
+                                "directory (is this a Wazo host? check the root)")
+            lock = self.journal.lock(self.settings.lock_timeout if wait is None else wait,
+                                     self.notify)
             lock.__enter__()
             self._lock = lock
 
     def release(self) -> None:
         """Let other deployments run (a pending installed plan keeps the lock)."""
-        if self._lock is not None and self.plan is None:
+        if self._lock is not None and self.plan is None and not self._keep_lock:
             lock, self._lock = self._lock, None
             lock.__exit__(None, None, None)
 

@@ -62,6 +62,7 @@ def open_dir(path: Path, create_mode: Optional[int] = None) -> Iterator[int]:
     :param create_mode: create the directory (and missing parents, 0755) with this mode
     :raises HostError: the directory is missing, is a symlink or is not a directory
     """
+    _refuse_symlinked_ancestors(path)
     if create_mode is not None and not os.path.lexists(path):
         if not os.path.lexists(path.parent):
             path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -80,6 +81,21 @@ def open_dir(path: Path, create_mode: Optional[int] = None) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def _refuse_symlinked_ancestors(path: Path) -> None:
+    """The directories above path must be real: a planted symlink higher up would redirect
+    the write outside the Wazo tree.
+
+    :raises HostError: one of them is a symlink
+    """
+    absolute = Path(os.path.abspath(path))
+    for ancestor in [*reversed(absolute.parents), absolute]:
+        if os.path.islink(ancestor):
+            raise HostError(f"{ancestor}: is a symlink on the way to {path} (certbot-wazo "
+                            "does not write through symlinks: make it a real directory)")
+        if not os.path.lexists(ancestor):
+            return
 
 
 def read_state(path: Path) -> FileState:

@@ -38,7 +38,7 @@ class Host:
     """A Wazo host whose every path and command is taken under root."""
 
     def __init__(self, root: Path | str = "/") -> None:
-        self.root = Path(root).absolute()
+        self.root = Path(os.path.realpath(root))
 
     def __repr__(self) -> str:
         return f"Host({str(self.root)!r})"
@@ -167,7 +167,7 @@ class Host:
                 found.append(_listen_endpoint(listen, 443, "nginx"))
         http_conf = self.path("/etc/asterisk/http.conf")
         if http_conf.is_file():
-            for bind in wazoconfig.asterisk_tls_bind(self._read(http_conf), cert_paths):
+            for bind in wazoconfig.asterisk_tls_bind(self._asterisk_text(http_conf), cert_paths):
                 found.append(_listen_endpoint(bind, 8089, "asterisk"))
         consul = self.path("/etc/consul/xivo/config.json")
         if consul.is_file():
@@ -185,6 +185,21 @@ class Host:
                    endpoint.port)
             unique.setdefault(key, endpoint)
         return list(unique.values())
+
+    def _asterisk_text(self, conf: Path) -> str:
+        """An asterisk configuration file with its #include / #tryinclude files inlined (Wazo
+        18.13-22.06 ship http.conf as `#include http.d/*.conf`)."""
+        lines = []
+        for line in self._read(conf).splitlines():
+            words = line.split(None, 1)
+            if len(words) == 2 and words[0] in ("#include", "#tryinclude"):
+                pattern = words[1].strip().strip('"<>')
+                base = self.path(pattern) if pattern.startswith("/") else conf.parent / pattern
+                lines += [self._read(p) for p in sorted(base.parent.glob(base.name))
+                          if p.is_file()]
+            else:
+                lines.append(line)
+        return "\n".join(lines)
 
     def _read(self, path: Path) -> str:
         try:

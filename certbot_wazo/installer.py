@@ -11,7 +11,7 @@ from certbot.plugins import common
 
 from certbot_wazo import options, services
 from certbot_wazo.deployment import Deployment
-from certbot_wazo.errors import HostError, WazoError
+from certbot_wazo.errors import HostError, LockBusyError, WazoError
 from certbot_wazo.host import LEGACY
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
         super().__init__(*args, **kwargs)
         self._deployment: Optional[Deployment] = None
         self._deployed: set[tuple[str, str]] = set()
-        self._rolled_back = False
+        self._nothing_to_roll_back = False
 
     @classmethod
     def add_parser_arguments(cls, add: Callable[..., None]) -> None:
@@ -69,11 +69,11 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
                 f"{host.path('/usr/share/xivo-certs')}: no Wazo certificate directory under "
                 f"{host.root} (is this a Wazo host? check --wazo-root)")
         try:
-            deployment.recover()
-        except WazoError as exc:
+            deployment.recover_if_idle(wait=0.0)
+        except LockBusyError:
+            logger.info("Another deployment is running; it will finish its own work")
+        except (WazoError, OSError) as exc:
             logger.warning("Could not finish an interrupted deployment yet: %s", exc)
-        finally:
-            deployment.release()
 
     def get_all_names(self) -> set[str]:
         """The names this Wazo answers to (FQDN, hostname, nginx server names, certificate)."""
@@ -107,6 +107,8 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
                 deployment.install(Path(fullchain), Path(key), remember)
         except WazoError as exc:
             raise errors.PluginError(str(exc)) from None
+        except OSError as exc:
+            raise errors.PluginError(_oserror(exc)) from None
         self._deployed.add((fullchain, key))
 
     def enhance(self, domain: str, enhancement: str,
@@ -132,12 +134,14 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
         try:
             if deployment.plan is not None:
                 deployment.abort()
-            elif self._rolled_back:
+            elif self._nothing_to_roll_back:
                 logger.info("wazo: already rolled back in this run")
             else:
                 deployment.restore(deployment.journal.previous, "Restored the previous state")
         except WazoError as exc:
             raise errors.PluginError(str(exc)) from None
+        except OSError as exc:
+            raise errors.PluginError(_oserror(exc)) from None
 
     def recovery_routine(self) -> None:
         """Undo what this run installed but did not restart."""
@@ -182,12 +186,18 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
                 try:
                     deployment.activate()
                 except WazoError:
-                    self._rolled_back = True
+                    self._nothing_to_roll_back = True
                     raise
             else:
-                deployment.refresh()
+                try:
+                    deployment.refresh()
+                except WazoError:
+                    self._nothing_to_roll_back = True  # nothing of this run to roll back
+                    raise
         except WazoError as exc:
             raise errors.MisconfigurationError(str(exc)) from None
+        except OSError as exc:
+            raise errors.MisconfigurationError(_oserror(exc)) from None
 
     # -- helpers ------------------------------------------------------------------------------
     def _get_deployment(self) -> Deployment:
@@ -205,3 +215,7 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
 
 def _notify(message: str) -> None:
     display_util.notify(message)
+
+
+def _oserror(exc: OSError) -> str:
+    return f"{exc.filename or 'certbot-wazo'}: {exc.strerror or exc} (fix it, then run again)"

@@ -30,13 +30,21 @@ class Snapshot:
 
     def exists(self) -> bool:
         """Whether the snapshot was completely written."""
+        self._recover_aside()
         return (self.path / MANIFEST).is_file()
+
+    def _recover_aside(self) -> None:
+        """A crash between the two renames of write() left only the old copy aside: use it."""
+        aside = self._aside()
+        if not os.path.lexists(self.path) and (aside / MANIFEST).is_file():
+            os.rename(aside, self.path)
 
     def read(self) -> tuple[Entries, dict[str, Any]]:
         """The saved entries (in saving order) and metadata.
 
         :raises HostError: the manifest is unreadable
         """
+        self._recover_aside()
         try:
             manifest = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
             entries: Entries = []
@@ -69,9 +77,18 @@ class Snapshot:
             items.append({"path": path, "blob": blob, "state": state.describe()})
         body = json.dumps({"entries": items, "meta": meta}, indent=1).encode()
         apply_state(staging / MANIFEST, FileState.file(body, 0o600))
-        self.remove()
+        # Old one aside, new one in, old one gone: at every instant one complete copy exists
+        # (read() falls back to the copy aside).
+        aside = self._aside()
+        shutil.rmtree(aside, ignore_errors=True)
+        if os.path.lexists(self.path):
+            os.rename(self.path, aside)
         os.rename(staging, self.path)
         _fsync_dir(parent)
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def _aside(self) -> Path:
+        return self.path.parent / f".{self.path.name}.old"
 
     def update_meta(self, **changes: Any) -> None:
         """Change metadata in place (atomic rewrite of the manifest)."""
@@ -81,9 +98,9 @@ class Snapshot:
                                                          0o600))
 
     def remove(self) -> None:
-        """Delete the snapshot (first renamed aside, so a half-deleted one is never read)."""
+        """Delete the snapshot (first renamed away, so a half-deleted one is never read)."""
         if os.path.lexists(self.path):
-            trash = self.path.parent / f".{self.path.name}.old"
+            trash = self.path.parent / f".{self.path.name}.trash"
             shutil.rmtree(trash, ignore_errors=True)
             os.rename(self.path, trash)
             _fsync_dir(self.path.parent)
@@ -120,7 +137,8 @@ class Journal:
         known = {p for p, _ in original}
         missing = [(p, s) for p, s in entries if p not in known]
         if missing or not self.original.exists():
-            self.original.write(original + missing, original_meta or {"saved": time.time()})
+            self.original.write(original + missing, original_meta or {
+                "saved": time.time(), "generation": meta.get("generation")})
         self.transaction.write(entries, dict(meta, phase="installing"))
 
     def phase(self, name: str) -> None:

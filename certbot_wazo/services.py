@@ -114,6 +114,9 @@ def restart_commands(host: Host, generation: str) -> list[list[str]]:
     commands = [[systemctl, "reload", "nginx"]]
     if host.path("/etc/wazo-phoned").is_dir():
         commands.append([systemctl, "restart", "wazo-phoned"])
+    asterisk = host.command("asterisk")
+    if asterisk is not None and any(e.unit == "asterisk" for e in host.endpoints()):
+        commands.append([str(asterisk), "-rx", "module reload http"])  # a reload, not a restart
     return commands
 
 

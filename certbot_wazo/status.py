@@ -91,7 +91,7 @@ def check(deployment: Deployment, config_dir: Path,
     if failure is not None:
         report.problems.append(f"the deployment of {failure.get('cert', '?')} failed at "
                                f"{failure.get('failed_at', '?')}: {failure.get('error', '?')} "
-                               "(`certbot-wazo retry` deploys it; the retry timer runs it)")
+                               "(`certbot-wazo retry` deploys it; certbot.timer runs it twice a day)")
     return report
 
 

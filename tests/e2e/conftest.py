@@ -1,6 +1,7 @@
 """End-to-end fixtures: a session-wide Pebble, started sandbox hosts, certbot runners."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,9 +21,16 @@ from tests.sandbox.host import SandboxHost, build_host  # noqa: E402
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize tests taking `certbot_variant` over every available certbot."""
+    """Parametrize tests taking `certbot_variant` over every available certbot;
+    CERTBOT_WAZO_REQUIRE=pypi,debian (set by `make test`) makes a missing one an error."""
     if "certbot_variant" in metafunc.fixturenames:
-        metafunc.parametrize("certbot_variant", sorted(certbot_variants()))
+        variants = certbot_variants()
+        required = [v for v in os.environ.get("CERTBOT_WAZO_REQUIRE", "").split(",") if v]
+        missing = [v for v in required if v not in variants]
+        if missing:
+            raise pytest.UsageError(f"certbot {', '.join(missing)} unavailable (run "
+                                    ".ci/bootstrap)")
+        metafunc.parametrize("certbot_variant", sorted(variants))
 
 
 @pytest.fixture(scope="session")

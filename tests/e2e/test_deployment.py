@@ -10,8 +10,9 @@ import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certbot_wazo.deployment import Deployment, Settings
-from certbot_wazo.errors import CommandError, PairError, ProbeError, RolledBackError, WazoError
+from certbot_wazo.errors import CommandError, LockBusyError, PairError, ProbeError, RolledBackError, WazoError
 from certbot_wazo.pair import load_chain
+from certbot_wazo.tls import Endpoint
 from tests.pki import CA
 from tests.sandbox.host import SandboxHost
 from tests.sandbox.tree import differences, snapshot
@@ -221,3 +222,30 @@ def test_gentle_path_falls_back_to_the_documented_restart(legacy_host: SandboxHo
     assert deploy(host, crt, key, probe_timeout=3.0)
     assert served_everywhere(host, crt)
     assert host.events()[mark:].count("stop asterisk") == 1
+
+
+def test_explicit_probes_keep_the_gentle_path(legacy_host: SandboxHost, ca: CA, trust: Path,
+                                              tmp_path: Path) -> None:
+    """--wazo-probe (stored in the renewal conf) must not turn every renewal into restart all."""
+    host = legacy_host
+    probes = tuple(Endpoint.parse(address) for address in host.endpoints.values())
+    assert deploy(host, *ca.issue(tmp_path / "first", names=[host.name]), probes=probes)
+    starts = host.asterisk_starts()
+    crt, key = ca.issue(tmp_path / "renewed", names=[host.name])
+    assert deploy(host, crt, key, probes=probes)
+    assert served_everywhere(host, crt)
+    assert host.asterisk_starts() == starts
+
+
+def test_recovery_never_undoes_a_deployment_in_progress(legacy_host: SandboxHost, ca: CA,
+                                                        trust: Path, tmp_path: Path) -> None:
+    """What certbot's prepare() does while another deployment holds the lock."""
+    host = legacy_host
+    crt, key = ca.issue(tmp_path / "le", names=[host.name])
+    first = Deployment(Settings(root=host.root, probe_timeout=10.0))
+    assert first.install(crt, key)
+    other = Deployment(Settings(root=host.root))
+    with pytest.raises(LockBusyError):
+        other.recover_if_idle(wait=0.0)
+    first.activate()
+    assert served_everywhere(host, crt)

@@ -43,7 +43,7 @@ def test_symlinked_directory_is_refused(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()
     os.symlink(real, tmp_path / "certs")
-    with pytest.raises(HostError, match="is a symlink or not a directory"):
+    with pytest.raises(HostError, match="is a symlink"):
         apply_state(tmp_path / "certs/server.key", FileState.file(b"k", 0o640))
     assert list(real.iterdir()) == []
 
@@ -86,3 +86,14 @@ def test_journal_restores_and_keeps_the_original(tmp_path: Path) -> None:
     assert stat.S_IMODE((root / "state").stat().st_mode) == 0o700
     entries, _ = journal.original.read()
     assert dict(entries)["/certs/server.key"].data == b"self-signed"
+
+
+def test_symlink_higher_up_is_refused(tmp_path: Path) -> None:
+    """A planted symlink above the written file's directory would redirect the write."""
+    outside = tmp_path / "outside"
+    (outside / "system/etc").mkdir(parents=True)
+    (tmp_path / "custom-templates").mkdir()
+    os.symlink(outside / "system", tmp_path / "custom-templates/system")
+    with pytest.raises(HostError, match="custom-templates/system: is a symlink on the way to "):
+        apply_state(tmp_path / "custom-templates/system/etc/hosts", FileState.file(b"x", 0o644))
+    assert list((outside / "system/etc").iterdir()) == []

@@ -95,3 +95,13 @@ def test_conf_d_that_is_a_file(legacy_root: Path) -> None:
     conf_d.write_text("")
     with pytest.raises(HostError, match=f"^{conf_d}: is not a directory"):
         Host(legacy_root).conf_d_dirs()
+
+
+def test_asterisk_tls_from_included_files(legacy_root: Path) -> None:
+    """Wazo 18.13-22.06 ship http.conf as `#include http.d/*.conf`."""
+    http_conf = legacy_root / "etc/asterisk/http.conf"
+    (legacy_root / "etc/asterisk/http.d").mkdir()
+    (legacy_root / "etc/asterisk/http.d/01-wazo.conf").write_text(http_conf.read_text()
+                                                                   .replace("5040", "5041"))
+    http_conf.write_text("#include http.d/*.conf\n")
+    assert Endpoint("127.0.0.1", 5041, "asterisk") in Host(legacy_root).endpoints()

@@ -177,9 +177,9 @@ def test_key_is_never_readable_by_others(host: SandboxHost, ca: CA, tmp_path: Pa
         watcher.stop.set()
         watcher.join(timeout=30)
     assert watcher.violations == []
-    assert watcher.polls > 10
-    assert any(TMP_KEY.match(name) for name in watcher.seen), \
-        f"the watcher never saw a temporary key file: {sorted(watcher.seen)}"
+    assert watcher.polls > 10  # (whether it catches a temporary file is down to scheduling:
+    # the syscall spy below is the deterministic proof, test_watcher_catches_a_readable_key
+    # proves the watcher itself)
 
     keyed = [(name, h) for name, h in zip(spy.names, spy.histories) if any(k for *_, k in h)]
     assert {Path(n).name.split(".certbot-wazo-")[0] for n, _ in keyed} >= {".server.key", ".0.blob"}
