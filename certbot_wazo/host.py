@@ -39,6 +39,9 @@ class Host:
 
     def __init__(self, root: Path | str = "/") -> None:
         self.root = Path(os.path.realpath(root))
+        # Read once per Host: a deployment reads them for the generation, the endpoints and the
+        # gentle path; what it writes (010 links) changes no listener.
+        self._configs: Optional[dict[str, dict[str, object]]] = None
 
     def __repr__(self) -> str:
         return f"Host({str(self.root)!r})"
@@ -85,8 +88,10 @@ class Host:
 
         :raises HostError: a configuration file is malformed
         """
-        return {d.name: wazoconfig.daemon_config(d) for d in self.daemon_dirs()
-                if (d / "config.yml").is_file() or (d / "conf.d").is_dir()}
+        if self._configs is None:
+            self._configs = {d.name: wazoconfig.daemon_config(d) for d in self.daemon_dirs()
+                             if (d / "config.yml").is_file() or (d / "conf.d").is_dir()}
+        return self._configs
 
     def common_conf(self) -> dict[str, str]:
         """The XIVO_* variables of /etc/xivo/common.conf.

@@ -9,6 +9,10 @@ import yaml
 
 from certbot_wazo.errors import HostError
 
+# libyaml's safe loader when PyYAML has it (Debian's and PyPI's do): ~10x faster on the dozens
+# of daemon files a Wazo host has.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def load_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from a file (an empty file is an empty mapping).
@@ -20,7 +24,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise HostError(f"{path}: cannot be read ({exc.strerror}; fix or remove it)") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
