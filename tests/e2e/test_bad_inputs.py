@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 import yaml
@@ -96,6 +96,14 @@ class Arranged:
 Arrange = Callable[[Ctx], Arranged]
 
 
+def issued(**kwargs: Any) -> Arrange:
+    """A pair issued with these options, given as --cert/--key."""
+    def arrange(c: Ctx) -> Arranged:
+        crt, key = c.pair(**kwargs)
+        return Arranged(_pair_args(crt, key), crt)
+    return arrange
+
+
 def _pair_args(crt: Path, key: Path) -> list[str]:
     return ["--cert", str(crt), "--key", str(key)]
 
@@ -107,16 +115,6 @@ def key_mismatch(c: Ctx) -> Arranged:
     return Arranged(_pair_args(crt, other), other)
 
 
-def expired(c: Ctx) -> Arranged:
-    crt, key = c.pair(not_before=NOW - 100 * DAY, not_after=NOW - DAY)
-    return Arranged(_pair_args(crt, key), crt)
-
-
-def not_yet_valid(c: Ctx) -> Arranged:
-    crt, key = c.pair(not_before=NOW + DAY, not_after=NOW + 90 * DAY)
-    return Arranged(_pair_args(crt, key), crt)
-
-
 def wrong_name(c: Ctx) -> Arranged:
     crt, key = c.pair("other.example.test")
     return Arranged([*_pair_args(crt, key), "--hostname", c.host.name], crt)
@@ -124,21 +122,6 @@ def wrong_name(c: Ctx) -> Arranged:
 
 def untrusted_chain(c: Ctx) -> Arranged:
     crt, key = CA("Stranger").issue(c.tmp / "stranger", names=[c.host.name])
-    return Arranged(_pair_args(crt, key), crt)
-
-
-def chain_reversed(c: Ctx) -> Arranged:
-    crt, key = c.pair(chain="reversed")
-    return Arranged(_pair_args(crt, key), crt)
-
-
-def leaf_only(c: Ctx) -> Arranged:
-    crt, key = c.pair(chain="leaf")
-    return Arranged(_pair_args(crt, key), crt)
-
-
-def self_signed(c: Ctx) -> Arranged:
-    crt, key = c.pair(chain="self-signed")
     return Arranged(_pair_args(crt, key), crt)
 
 
@@ -318,16 +301,6 @@ def no_cn_sans_only(c: Ctx) -> Arranged:
     return Arranged([*_pair_args(crt, key), "--hostname", c.host.name], crt)
 
 
-def rsa_key(c: Ctx) -> Arranged:
-    crt, key = c.pair(key_type="rsa")
-    return Arranged(_pair_args(crt, key), crt)
-
-
-def ecdsa_key(c: Ctx) -> Arranged:
-    crt, key = c.pair(key_type="ec")
-    return Arranged(_pair_args(crt, key), crt)
-
-
 # -- usage ---------------------------------------------------------------------------------------
 def cert_without_key(c: Ctx) -> Arranged:
     crt, _ = c.pair()
@@ -364,15 +337,18 @@ REFUSED, RESTORED, WORKS, USAGE = "refused", "restored", "works", "usage"
 CASES = [
     # the pair
     pytest.param(key_mismatch, REFUSED, "does not match the certificate", id="key-mismatch"),
-    pytest.param(expired, REFUSED, "expired on", id="expired"),
-    pytest.param(not_yet_valid, REFUSED, "not valid before", id="not-yet-valid"),
+    pytest.param(issued(not_before=NOW - 100 * DAY, not_after=NOW - DAY), REFUSED, "expired on",
+                 id="expired"),
+    pytest.param(issued(not_before=NOW + DAY, not_after=NOW + 90 * DAY), REFUSED,
+                 "not valid before", id="not-yet-valid"),
     pytest.param(wrong_name, REFUSED, "not valid for wazo.example.test", id="wrong-name"),
     pytest.param(untrusted_chain, REFUSED, "root is not trusted", id="untrusted-chain"),
-    pytest.param(chain_reversed, REFUSED, "out of order", id="chain-in-wrong-order"),
+    pytest.param(issued(chain="reversed"), REFUSED, "out of order", id="chain-in-wrong-order"),
     pytest.param(chain_reversed_with_hostname, REFUSED, "out of order",
                  id="chain-in-wrong-order-with-hostname"),
-    pytest.param(leaf_only, REFUSED, "only the server certificate", id="leaf-only-no-intermediate"),
-    pytest.param(self_signed, REFUSED, "self-signed.*trusted CA", id="self-signed"),
+    pytest.param(issued(chain="leaf"), REFUSED, "only the server certificate",
+                 id="leaf-only-no-intermediate"),
+    pytest.param(issued(chain="self-signed"), REFUSED, "self-signed.*trusted CA", id="self-signed"),
     pytest.param(truncated_fullchain, REFUSED, "truncat|incomplete", id="truncated-fullchain"),
     pytest.param(encrypted_key, REFUSED, "encrypted", id="encrypted-key"),
     pytest.param(garbage_cert_pem, REFUSED, "does not parse", id="garbage-cert-pem"),
@@ -424,8 +400,8 @@ CASES = [
     pytest.param(hostname_injection, USAGE, "is not a DNS name", id="hostname-shell-injection"),
     # good pairs of unusual shapes
     pytest.param(no_cn_sans_only, WORKS, "", id="no-cn-sans-only"),
-    pytest.param(rsa_key, WORKS, "", id="rsa-key"),
-    pytest.param(ecdsa_key, WORKS, "", id="ecdsa-key"),
+    pytest.param(issued(key_type="rsa"), WORKS, "", id="rsa-key"),
+    pytest.param(issued(key_type="ec"), WORKS, "", id="ecdsa-key"),
 ]
 
 
