@@ -255,6 +255,8 @@ class Deployment:
 
         :raises LockBusyError: another deployment is running
         """
+        if not self.journal.transaction.exists():
+            return False  # nothing to recover: no lock taken, nothing written
         self._acquire(wait)
         try:
             return self.recover(boot)
