@@ -96,13 +96,11 @@ def check(deployment: Deployment, config_dir: Path,
 
 
 def _recover(deployment: Deployment, report: Report) -> None:
-    quick = dataclasses.replace(deployment.settings, lock_timeout=0.0)
-    probe = Deployment(quick, deployment.notify)
     try:
-        probe.recover_if_idle()
+        deployment.recover_if_idle(wait=0.0)
     except LockBusyError:
-        report.problems.append(f"{probe.journal.state_dir / 'lock'}: a deployment is running "
-                               "now (check again when it is done)")
+        report.problems.append(f"{deployment.journal.state_dir / 'lock'}: a deployment is "
+                               "running now (check again when it is done)")
     except WazoError as exc:
         report.problems.append(str(exc))
 

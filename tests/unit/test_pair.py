@@ -72,25 +72,17 @@ def test_encrypted_key(ca: CA, tmp_path: Path) -> None:
         check(crt, key)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty"), (b"\n  \n", "empty"), (b"garbage", "no PEM"),
-    (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "does not parse"),
+@pytest.mark.parametrize("which, content, message", [
+    ("cert", b"", "empty"), ("cert", b"\n  \n", "empty"), ("cert", b"garbage", "no PEM"),
+    ("cert", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "does not parse"),
+    ("key", b"", "empty"), ("key", b"garbage", "no PEM private key"),
+    ("key", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "does not parse"),
 ])
-def test_garbage_certificate(ca: CA, tmp_path: Path, content: bytes, message: str) -> None:
+def test_garbage_files(ca: CA, tmp_path: Path, which: str, content: bytes, message: str) -> None:
     crt, key = ca.issue(tmp_path)
-    crt.write_bytes(content)
-    with pytest.raises(PairError, match=f"^{crt}: .*{message}"):
-        check(crt, key)
-
-
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty"), (b"garbage", "no PEM private key"),
-    (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "does not parse"),
-])
-def test_garbage_key(ca: CA, tmp_path: Path, content: bytes, message: str) -> None:
-    crt, key = ca.issue(tmp_path)
-    key.write_bytes(content)
-    with pytest.raises(PairError, match=f"^{key}: .*{message}"):
+    bad = crt if which == "cert" else key
+    bad.write_bytes(content)
+    with pytest.raises(PairError, match=f"^{bad}: .*{message}"):
         check(crt, key)
 
 
