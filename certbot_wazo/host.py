@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 from typing import Optional
 
-from certbot_wazo import wazoconfig
+from certbot_wazo import nginxconf, releases, wazoconfig
 from certbot_wazo.errors import HostError
 from certbot_wazo.pair import dns_names, load_chain, valid_dns_name
 from certbot_wazo.tls import Endpoint
@@ -27,6 +27,10 @@ HOSTS_CUSTOM = "/etc/xivo/custom-templates/system/etc/hosts"
 HOSTS_FILE = "/etc/hosts"
 COMMON_CONF = "/etc/xivo/common.conf"
 STATE_DIR = "/var/lib/certbot-wazo"
+DPKG_INFO = "/var/lib/dpkg/info"
+# Consul reads every *.json of its configuration directories: xivo-config's /etc/consul/xivo
+# (legacy) and /etc/consul.d (wazo-consul-config).
+CONSUL_DIRS = ("/etc/consul/xivo", "/etc/consul.d")
 COMMAND_DIRS = ("usr/sbin", "usr/bin", "sbin", "bin")
 # Daemons that still serve TLS themselves on a modern (nginx-fronted) Wazo.
 MODERN_TLS_UNITS = ("wazo-phoned",)
@@ -42,6 +46,10 @@ class Host:
         # Read once per Host: a deployment reads them for the generation, the endpoints and the
         # gentle path; what it writes (010 links) changes no listener.
         self._configs: Optional[dict[str, dict[str, object]]] = None
+        self._nginx: Optional[list[nginxconf.Directive]] = None
+        self._owners: Optional[dict[str, str]] = None
+        # What Wazo itself would skip or what certbot-wazo cannot know (said, never fatal).
+        self.warnings: list[str] = []
 
     def __repr__(self) -> str:
         return f"Host({str(self.root)!r})"
@@ -84,14 +92,58 @@ class Host:
         return found
 
     def daemon_configs(self) -> dict[str, dict[str, object]]:
-        """Each daemon's effective configuration, by unit name.
+        """Each daemon's effective configuration, by unit name, merged as Wazo merges it
+        (conf.d, config.yml, then the daemon's code defaults at this release).
 
-        :raises HostError: a configuration file is malformed
+        :raises HostError: a daemon's config.yml is malformed (the daemon cannot start either)
         """
         if self._configs is None:
-            self._configs = {d.name: wazoconfig.daemon_config(d) for d in self.daemon_dirs()
-                             if (d / "config.yml").is_file() or (d / "conf.d").is_dir()}
+            configs: dict[str, dict[str, object]] = {}
+            version = self.version()
+            for directory in self.daemon_dirs():
+                defaults = releases.code_defaults(directory.name, version)
+                if not (defaults or (directory / "config.yml").is_file()
+                        or (directory / "conf.d").is_dir()):
+                    continue
+                config = wazoconfig.daemon_config(directory, self.path, defaults,
+                                                  self.packaged_by)
+                self._warn(*(f"{skipped}; Wazo's daemons skip it too" for skipped in
+                             config.skipped))
+                configs[directory.name] = config.values
+            self._configs = configs
         return self._configs
+
+    def version(self) -> Optional[releases.Version]:
+        """The Wazo release the host says it runs (its version file), None when unknown."""
+        return releases.read_version(self.path)
+
+    def family(self) -> Optional[releases.Family]:
+        """The release family (and so the upstream procedure) of the host, when known."""
+        return releases.family(self.version())
+
+    def packaged_by(self, path: Path) -> Optional[str]:
+        """The Debian package that ships path (from the host's dpkg database), if any."""
+        if self._owners is None:
+            self._owners = {}
+            info = self.path(DPKG_INFO)
+            for listing in sorted(info.glob("*.list")) if info.is_dir() else []:
+                package = listing.name[:-len(".list")].split(":", 1)[0]
+                try:
+                    text = listing.read_text(encoding="utf-8", errors="replace")
+                except OSError:
+                    continue
+                for line in text.splitlines():
+                    self._owners.setdefault(line, package)
+        try:
+            wazo_path = "/" + str(path.relative_to(self.root)).lstrip("/")
+        except ValueError:
+            return None
+        return self._owners.get(wazo_path)
+
+    def _warn(self, *messages: str) -> None:
+        for message in messages:
+            if message not in self.warnings:
+                self.warnings.append(message)
 
     def common_conf(self) -> dict[str, str]:
         """The XIVO_* variables of /etc/xivo/common.conf.
@@ -163,26 +215,25 @@ class Host:
         found: list[Endpoint] = []
         for unit, conf in self.daemon_configs().items():
             https = _https_section(conf, cert_paths)
-            if https is not None and str(https.get("port", "")).isdigit():
+            if https is None:
+                continue
+            hidden = [f"{v.path}: {unit}'s {k} comes from '{v}', which certbot-wazo does not "
+                      "run (check that endpoint with --probe/--wazo-probe ADDR:PORT)"
+                      for k, v in https.items() if isinstance(v, wazoconfig.Hidden)]
+            self._warn(*hidden)
+            if not hidden and str(https.get("port", "")).isdigit():
                 found.append(Endpoint(_loopback(str(https.get("listen", "0.0.0.0"))),
                                       int(str(https["port"])), unit))
-        sites = self.path("/etc/nginx/sites-enabled")
-        for site in sorted(sites.iterdir()) if sites.is_dir() else []:
-            for listen in wazoconfig.nginx_tls_listens(self._read(site), cert_paths):
-                found.append(_listen_endpoint(listen, 443, "nginx"))
+        for server in self.nginx_servers():
+            if set(server.certificates) & cert_paths:
+                found.append(Endpoint(_loopback(server.address), server.port, "nginx"))
         http_conf = self.path("/etc/asterisk/http.conf")
         if http_conf.is_file():
             for bind in wazoconfig.asterisk_tls_bind(self._asterisk_text(http_conf), cert_paths):
                 found.append(_listen_endpoint(bind, 8089, "asterisk"))
-        consul = self.path("/etc/consul/xivo/config.json")
-        if consul.is_file():
-            try:
-                data = json.loads(self._read(consul))
-                port = data.get("ports", {}).get("https")
-                if data.get("cert_file") in cert_paths and isinstance(port, int):
-                    found.append(Endpoint("127.0.0.1", port, "consul"))
-            except (ValueError, AttributeError):
-                raise HostError(f"{consul}: not valid JSON (fix it)") from None
+        port = self._consul_https_port(cert_paths)
+        if port is not None:
+            found.append(Endpoint("127.0.0.1", port, "consul"))
         # One probe per port on loopback: IPv4 first, so "listen [::]:443" adds nothing.
         unique: dict[tuple[str, int], Endpoint] = {}
         for endpoint in sorted(found, key=lambda e: ":" in e.address):
@@ -190,6 +241,39 @@ class Host:
                    endpoint.port)
             unique.setdefault(key, endpoint)
         return list(unique.values())
+
+    def nginx_servers(self) -> list[nginxconf.TlsServer]:
+        """The TLS servers of the host's nginx, read from nginx.conf as nginx reads it.
+
+        :raises HostError: nginx's configuration cannot be read or parsed
+        """
+        if self._nginx is None:
+            self._nginx = nginxconf.load(self.path) \
+                if self.path(nginxconf.NGINX_CONF).is_file() else []
+        return nginxconf.tls_servers(self._nginx)
+
+    def _consul_https_port(self, cert_paths: set[str]) -> Optional[int]:
+        """Consul's HTTPS port when it serves the pair (its *.json files merged in name order,
+        later files win, as consul merges them).
+
+        :raises HostError: a consul file is not JSON
+        """
+        merged: dict[str, object] = {}
+        for directory in (self.path(d) for d in CONSUL_DIRS):
+            for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+                try:
+                    data = json.loads(self._read(path))
+                except ValueError:
+                    raise HostError(f"{path}: not valid JSON (fix it; consul cannot start "
+                                    "with it either)") from None
+                if isinstance(data, dict):
+                    merged = _json_merge(merged, data)
+        tls_defaults = _mapping(_mapping(merged.get("tls")).get("defaults"))
+        cert = merged.get("cert_file") or tls_defaults.get("cert_file")
+        port = _mapping(merged.get("ports")).get("https")
+        if cert in cert_paths and isinstance(port, int) and port > 0:
+            return port
+        return None
 
     def _asterisk_text(self, conf: Path) -> str:
         """An asterisk configuration file with its #include / #tryinclude files inlined (Wazo
@@ -222,9 +306,11 @@ class Host:
         hostname = self.path("/etc/hostname")
         if hostname.is_file():
             candidates.extend(self._read(hostname).split())
-        sites = self.path("/etc/nginx/sites-enabled")
-        for site in sorted(sites.iterdir()) if sites.is_dir() else []:
-            candidates.extend(wazoconfig.nginx_server_names(self._read(site)))
+        if self.path(nginxconf.NGINX_CONF).is_file():
+            try:
+                candidates.extend(nginxconf.server_names(nginxconf.load(self.path)))
+            except HostError as exc:  # a broken nginx configuration only means fewer names
+                logger.debug("no nginx server names: %s", exc)
         for directory in self.cert_dirs():
             crt = directory / "server.crt"
             try:
@@ -260,10 +346,10 @@ class Host:
 
 
 def _https_section(conf: dict[str, object], cert_paths: set[str]) -> Optional[dict[str, object]]:
-    """The listener that serves the pair: rest_api.https (most daemons) or websocket with
-    ssl (xivo-websocketd)."""
+    """The listener that serves the pair: rest_api.https (most daemons), rest_api itself (some
+    releases put certificate and port there), or websocket with ssl (xivo-websocketd)."""
     rest_api = conf.get("rest_api")
-    candidates = [rest_api.get("https") if isinstance(rest_api, dict) else None]
+    candidates = [rest_api.get("https"), rest_api] if isinstance(rest_api, dict) else []
     websocket = conf.get("websocket")
     if isinstance(websocket, dict) and websocket.get("ssl") in (True, "true", "yes"):
         candidates.append(websocket)
@@ -272,6 +358,19 @@ def _https_section(conf: dict[str, object], cert_paths: set[str]) -> Optional[di
                 and section.get("certificate") in cert_paths:
             return section
     return None
+
+
+def _mapping(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+def _json_merge(base: dict[str, object], later: dict[str, object]) -> dict[str, object]:
+    merged = dict(base)
+    for key, value in later.items():
+        old = merged.get(key)
+        merged[key] = _json_merge(old, value) if isinstance(old, dict) and \
+            isinstance(value, dict) else value
+    return merged
 
 
 def _loopback(address: str) -> str:

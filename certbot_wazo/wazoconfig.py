@@ -1,9 +1,10 @@
 """Read Wazo's configuration: daemons' YAML (merged like xivo-lib-python), common.conf, nginx, asterisk."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
@@ -14,38 +15,101 @@ from certbot_wazo.errors import HostError
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping from a file (an empty file is an empty mapping).
+@dataclasses.dataclass(frozen=True)
+class Hidden:
+    """A value Wazo computes when it loads the file (xivo-lib-python's `!exec` tag runs a command
+    and uses its output): certbot-wazo never runs it, so the value is unknown here."""
 
+    tag: str
+    detail: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.tag} {self.detail}".strip()
+
+
+class _Loader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
+    """The safe loader, with every application tag (`!exec`, `!anything`) read as Hidden."""
+
+    wazo_path = ""
+
+
+def _hidden(loader: _Loader, suffix: str, node: yaml.Node) -> Hidden:
+    if isinstance(node, yaml.MappingNode):
+        fields = {k.value: getattr(v, "value", "") for k, v in node.value
+                  if isinstance(k, yaml.ScalarNode)}
+        detail = str(fields.get("command", "")) or ", ".join(sorted(fields))
+    else:
+        detail = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+    return Hidden(f"!{suffix}", detail, loader.wazo_path)
+
+
+_Loader.add_multi_constructor("!", _hidden)
+# Old releases load with PyYAML's full loader: python tags are values certbot-wazo cannot know.
+_Loader.add_multi_constructor("tag:yaml.org,2002:python/",
+                              lambda loader, suffix, node: _hidden(loader, "!python/" + suffix,
+                                                                   node))
+
+
+Owner = Callable[[Path], Optional[str]]
+
+
+def _fix(path: Path, packaged: Optional[Owner]) -> str:
+    """What to do about a broken file: restore a packaged one, never remove it."""
+    package = packaged(path) if packaged is not None else None
+    if package:
+        return f"it belongs to {package}: restore it with 'apt-get install --reinstall {package}'"
+    return "fix it"
+
+
+def load_yaml(path: Path, packaged: Optional[Owner] = None) -> dict[str, Any]:
+    """A YAML mapping from a file (an empty file is an empty mapping), tags left unevaluated.
+
+    :param packaged: tells which Debian package ships a file (asked only for a broken one)
     :raises HostError: the file cannot be read or is not a YAML mapping
     """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise HostError(f"{path}: cannot be read ({exc.strerror}; fix or remove it)") from None
+        raise HostError(f"{path}: cannot be read ({exc.strerror}; {_fix(path, packaged)})") \
+            from None
+    except UnicodeDecodeError as exc:
+        raise HostError(f"{path}: not UTF-8 text at byte {exc.start} (Wazo reads its "
+                        f"configuration as UTF-8; {_fix(path, packaged)})") from None
+    loader = _Loader(text)
+    loader.wazo_path = str(path)
     try:
-        data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
+        data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise HostError(f"{path}: not valid YAML{where} (fix the syntax or remove "
-                        "the file)") from None
+        raise HostError(f"{path}: not valid YAML{where} ({_fix(path, packaged)})") from None
+    finally:
+        loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise HostError(f"{path}: not a YAML mapping of sections (fix or remove the file)")
+        raise HostError(f"{path}: not a YAML mapping of sections ({_fix(path, packaged)})")
     return data
 
 
-def _deep_merge(first: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
-    """Merge two mappings; on conflicts the FIRST wins (xivo's ChainMap semantics)."""
-    merged = dict(later)
-    for key, value in first.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(value, merged[key])
-        else:
-            merged[key] = value
+def deep_merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Merge mappings deeply; on conflicts the FIRST layer wins (xivo-lib-python's ChainMap,
+    xivo/chain_map.py)."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = _update(merged, layer)
     return merged
+
+
+def _update(original: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    updated = dict(original)
+    for key, value in new.items():
+        if key not in updated:
+            updated[key] = value
+        elif isinstance(updated[key], dict) and isinstance(value, dict):
+            updated[key] = _update(updated[key], value)
+    return updated
 
 
 def conf_d_files(conf_d: Path) -> list[Path]:
@@ -56,18 +120,41 @@ def conf_d_files(conf_d: Path) -> list[Path]:
                   if p.name.endswith(".yml") and not p.name.startswith(".") and p.exists())
 
 
-def daemon_config(directory: Path) -> dict[str, Any]:
-    """A daemon's effective configuration: conf.d files in order, then config.yml, first wins.
+@dataclasses.dataclass
+class DaemonConfig:
+    """A daemon's effective configuration, and the conf.d files Wazo skips when it loads it."""
 
-    :raises HostError: one of the files is not valid YAML
+    values: dict[str, Any]
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+
+def daemon_config(directory: Path, under: Callable[[str], Path],
+                  defaults: Optional[dict[str, Any]] = None,
+                  packaged: Optional[Owner] = None) -> DaemonConfig:
+    """A daemon's effective configuration as xivo-lib-python's config_helper builds it:
+    conf.d files in name order, then config.yml, then the daemon's code defaults; first wins.
+
+    conf.d is the directory config.yml's `extra_config_files` names (default: conf.d beside it),
+    a Wazo path that under() maps onto the host.
+    A conf.d file that cannot be parsed is skipped, as Wazo skips it (with a message); a
+    config.yml that cannot be parsed stops the daemon, so it is an error here too.
+
+    :raises HostError: config.yml is not valid YAML
     """
-    layers = [load_yaml(p) for p in conf_d_files(directory / "conf.d")]
-    if (directory / "config.yml").is_file():
-        layers.append(load_yaml(directory / "config.yml"))
-    merged: dict[str, Any] = {}
-    for layer in reversed(layers):
-        merged = _deep_merge(layer, merged)
-    return merged
+    main_path = directory / "config.yml"
+    main = load_yaml(main_path, packaged) if main_path.is_file() else {}
+    extra = deep_merge(main, defaults or {}).get("extra_config_files")
+    conf_d = directory / "conf.d"
+    if isinstance(extra, str) and extra.startswith("/"):
+        conf_d = under(extra)
+    layers: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for path in conf_d_files(conf_d):
+        try:
+            layers.append(load_yaml(path, packaged))
+        except HostError as exc:
+            skipped.append(str(exc))
+    return DaemonConfig(deep_merge(*layers, main, defaults or {}), skipped)
 
 
 def walk_values(data: Any, key: str) -> Iterator[Any]:
@@ -95,32 +182,6 @@ def read_shell_vars(path: Path) -> dict[str, str]:
         if match:
             values[match.group(1)] = match.group(2).strip().strip("'\"")
     return values
-
-
-def _strip_comments(text: str) -> str:
-    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
-
-
-def nginx_tls_listens(text: str, cert_paths: set[str]) -> list[str]:
-    """The `listen` values with `ssl` of server blocks that serve one of cert_paths."""
-    text = _strip_comments(text)
-    found: list[str] = []
-    for block in re.split(r"\bserver\s*\{", text)[1:]:
-        certs = set(re.findall(r"\bssl_certificate\s+([^;\s]+)\s*;", block))
-        if certs & cert_paths:
-            for listen in re.findall(r"\blisten\s+([^;]+);", block):
-                words = listen.split()
-                if "ssl" in words[1:]:
-                    found.append(words[0])
-    return found
-
-
-def nginx_server_names(text: str) -> list[str]:
-    """Every name of every `server_name` directive."""
-    names: list[str] = []
-    for value in re.findall(r"\bserver_name\s+([^;]+);", _strip_comments(text)):
-        names.extend(value.split())
-    return names
 
 
 def asterisk_tls_bind(text: str, cert_paths: set[str]) -> list[str]:

@@ -49,11 +49,43 @@ def test_modern_endpoints(modern_root: Path) -> None:
         Endpoint("127.0.0.1", 9499, "wazo-phoned"), Endpoint("127.0.0.1", 443, "nginx")}
 
 
-def test_malformed_daemon_config_names_the_file(legacy_root: Path) -> None:
+def test_malformed_conf_d_file_is_skipped_like_wazo_skips_it(legacy_root: Path) -> None:
+    """xivo-lib-python (xivo/config_helper.py, parse_config_dir) skips a conf.d file it cannot
+    parse and prints a message: the product reads the host the same way and says so."""
     bad = legacy_root / "etc/xivo-auth/conf.d/020-admin.yml"
     bad.write_text("rest_api: [unclosed\n")
-    with pytest.raises(HostError, match=f"^{bad}: not valid YAML at line"):
+    host = Host(legacy_root)
+    assert Endpoint("127.0.0.1", 9497, "xivo-auth") in host.endpoints()
+    assert [w for w in host.warnings if w.startswith(f"{bad}: not valid YAML at line")]
+
+
+def test_malformed_packaged_config_says_reinstall_never_remove(legacy_root: Path) -> None:
+    bad = legacy_root / "etc/xivo-auth/config.yml"
+    bad.write_text("rest_api: [unclosed\n")
+    info = legacy_root / "var/lib/dpkg/info"
+    info.mkdir(parents=True)
+    (info / "xivo-auth.list").write_text("/etc/xivo-auth\n/etc/xivo-auth/config.yml\n")
+    with pytest.raises(HostError) as raised:
         Host(legacy_root).generation()
+    message = str(raised.value)
+    assert message.startswith(f"{bad}: not valid YAML at line")
+    assert "apt-get install --reinstall xivo-auth" in message
+    assert "remove" not in message
+
+
+def test_exec_tag_is_not_run_and_hidden_listener_is_said(legacy_root: Path) -> None:
+    """Packaged conf.d files use xivo-lib-python's `!exec` tag (a mapping with `command`)."""
+    witness = legacy_root / "ran"
+    conf_d = legacy_root / "etc/xivo-auth/conf.d"
+    (conf_d / "50-subnets.yml").write_text(
+        f"rest_api:\n  authorized_subnets: !exec\n    command: touch {witness}\n")
+    (conf_d / "40-port.yml").write_text(
+        f"rest_api:\n  https:\n    port: !exec\n      command: touch {witness}\n")
+    host = Host(legacy_root)
+    endpoints = host.endpoints()
+    assert not witness.exists()
+    assert all(e.unit != "xivo-auth" for e in endpoints)
+    assert any(f"touch {witness}" in w and "--wazo-probe" in w for w in host.warnings)
 
 
 def test_names(legacy_root: Path) -> None:

@@ -1,0 +1,231 @@
+"""Read nginx's configuration the way nginx does: tokens, blocks, includes, and its TLS servers."""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from certbot_wazo.errors import HostError
+
+NGINX_CONF = "/etc/nginx/nginx.conf"
+# nginx's prefix for relative include paths on Debian.
+CONF_PREFIX = "/etc/nginx"
+# Bounds against include loops and hostile trees: a real Wazo has a few dozen files.
+MAX_FILES = 2000
+MAX_DEPTH = 20
+MAX_BYTES = 4 * 1024 * 1024
+
+
+@dataclasses.dataclass
+class Directive:
+    """One nginx directive: name, arguments, its block (None for a simple directive), its file."""
+
+    name: str
+    args: list[str]
+    block: Optional[list[Directive]]
+    path: str
+    line: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsServer:
+    """A `server` block that terminates TLS on one `listen`."""
+
+    listen: str
+    certificates: tuple[str, ...]
+    keys: tuple[str, ...]
+    names: tuple[str, ...]
+    path: str
+    line: int
+
+    @property
+    def port(self) -> int:
+        """The TCP port of the listen value (443 when only an address is given)."""
+        value = self.listen
+        if value.isdigit():
+            return int(value)
+        _, sep, port = value.rpartition(":")
+        return int(port) if sep and port.isdigit() and not value.endswith("]") else 443
+
+    @property
+    def address(self) -> str:
+        """The address part of the listen value ("" for a port alone or "*")."""
+        value = self.listen
+        if value.isdigit() or value == "*":
+            return ""
+        host, sep, port = value.rpartition(":")
+        if sep and port.isdigit() and not value.endswith("]"):
+            return "" if host == "*" else host.strip("[]")
+        return value.strip("[]")
+
+
+def _tokens(text: str, path: str) -> Iterator[tuple[str, int, bool]]:
+    """(token, line, quoted) of nginx's syntax: words, quoted strings, ';', '{', '}'."""
+    i, line, size = 0, 1, len(text)
+    while i < size:
+        char = text[i]
+        if char == "\n":
+            line += 1
+            i += 1
+        elif char.isspace():
+            i += 1
+        elif char == "#":
+            end = text.find("\n", i)
+            i = size if end < 0 else end
+        elif char in ";{}":
+            yield char, line, False
+            i += 1
+        elif char in "\"'":
+            start, i = i + 1, i + 1
+            while i < size and text[i] != char:
+                if text[i] == "\\":
+                    i += 1
+                i += 1
+            if i >= size:
+                raise HostError(f"{path}: unterminated quoted string at line {line} (fix it; "
+                                "'nginx -t' shows the same error)")
+            value = text[start:i]
+            line += value.count("\n")
+            yield value, line, True
+            i += 1
+        else:
+            start = i
+            while i < size and not text[i].isspace() and text[i] not in ";{}\"'":
+                if text[i] == "$" and i + 1 < size and text[i + 1] == "{":
+                    close = text.find("}", i)
+                    i = size if close < 0 else close
+                i += 1
+            yield text[start:i], line, False
+
+
+def parse(text: str, path: str) -> list[Directive]:
+    """The directives of one file (includes not followed).
+
+    :raises HostError: nginx could not parse the file either
+    """
+    stack: list[list[Directive]] = [[]]
+    words: list[str] = []
+    first_line = 0
+    for word, line, quoted in _tokens(text, path):
+        if not quoted and word == ";":
+            if not words:
+                continue
+            stack[-1].append(Directive(words[0], words[1:], None, path, first_line))
+            words = []
+        elif not quoted and word == "{":
+            if not words:
+                raise HostError(f"{path}: unexpected '{{' at line {line} (fix it; 'nginx -t' "
+                                "shows the same error)")
+            block: list[Directive] = []
+            stack[-1].append(Directive(words[0], words[1:], block, path, first_line))
+            stack.append(block)
+            words = []
+        elif not quoted and word == "}":
+            if words or len(stack) == 1:
+                raise HostError(f"{path}: unexpected '}}' at line {line} (fix it; 'nginx -t' "
+                                "shows the same error)")
+            stack.pop()
+        else:
+            if not words:
+                first_line = line
+            words.append(word)
+    if words or len(stack) != 1:
+        raise HostError(f"{path}: unexpected end of file (an unclosed block or a missing ';'; "
+                        "fix it, 'nginx -t' shows the same error)")
+    return stack[0]
+
+
+class _Loader:
+    """Follows includes under a host root, bounded in depth, files and bytes."""
+
+    def __init__(self, under: Callable[[str], Path]) -> None:
+        self.under = under
+        self.files = 0
+
+    def load(self, wazo_path: str, depth: int = 0) -> list[Directive]:
+        if depth > MAX_DEPTH or self.files >= MAX_FILES:
+            raise HostError(f"{self.under(wazo_path)}: nginx includes nest too deep or name too "
+                            "many files (an include loop? fix the include directives)")
+        self.files += 1
+        path = self.under(wazo_path)
+        try:
+            with open(path, "rb") as stream:
+                data = stream.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise HostError(f"{path}: cannot be read ({exc.strerror}; nginx cannot start "
+                            "without it either)") from None
+        if len(data) > MAX_BYTES:
+            raise HostError(f"{path}: larger than {MAX_BYTES // 1024 // 1024} MiB (not an nginx "
+                            "configuration file; move it out of nginx's include paths)")
+        return self._expand(parse(data.decode("utf-8", "replace"), str(path)), depth)
+
+    def _expand(self, directives: list[Directive], depth: int) -> list[Directive]:
+        result: list[Directive] = []
+        for directive in directives:
+            if directive.name == "include" and directive.block is None and directive.args:
+                pattern = directive.args[0]
+                if not pattern.startswith("/"):
+                    pattern = f"{CONF_PREFIX}/{pattern}"
+                root = str(self.under("/")).rstrip("/")
+                for found in sorted(glob.glob(str(self.under(pattern)))):
+                    if os.path.isfile(found):
+                        result.extend(self.load(found[len(root):] or "/", depth + 1))
+            elif directive.block is not None:
+                result.append(dataclasses.replace(
+                    directive, block=self._expand(directive.block, depth)))
+            else:
+                result.append(directive)
+        return result
+
+
+def load(under: Callable[[str], Path], conf: str = NGINX_CONF) -> list[Directive]:
+    """nginx's whole configuration, includes expanded, as nginx reads it from conf.
+
+    :raises HostError: a file cannot be read or parsed, or includes loop
+    """
+    return _Loader(under).load(conf)
+
+
+def _blocks(directives: list[Directive], name: str) -> list[list[Directive]]:
+    return [d.block for d in directives if d.name == name and d.block is not None]
+
+
+def _values(block: list[Directive], name: str) -> list[list[str]]:
+    return [d.args for d in block if d.name == name and d.block is None]
+
+
+def _ssl_on(block: list[Directive]) -> Optional[bool]:
+    values = _values(block, "ssl")
+    return values[-1][:1] == ["on"] if values else None
+
+
+def tls_servers(directives: list[Directive]) -> list[TlsServer]:
+    """Every (server, listen) that terminates TLS: `listen ... ssl`, or a listen of a server
+    where `ssl on;` applies (nginx < 1.25.1; Wazo's sites used it from 16.13 to 23.05).
+    Certificates inherit from the http block like nginx's do."""
+    found: list[TlsServer] = []
+    for http in (d for d in directives if d.name == "http" and d.block is not None):
+        http_block = http.block or []
+        http_ssl = _ssl_on(http_block)
+        http_certs = [a[0] for a in _values(http_block, "ssl_certificate") if a]
+        http_keys = [a[0] for a in _values(http_block, "ssl_certificate_key") if a]
+        for server in (d for d in http_block if d.name == "server" and d.block is not None):
+            block = server.block or []
+            server_ssl = _ssl_on(block)
+            ssl_on = server_ssl if server_ssl is not None else bool(http_ssl)
+            certs = [a[0] for a in _values(block, "ssl_certificate") if a] or http_certs
+            keys = [a[0] for a in _values(block, "ssl_certificate_key") if a] or http_keys
+            names = [n for a in _values(block, "server_name") for n in a]
+            for args in _values(block, "listen"):
+                if args and (ssl_on or "ssl" in args[1:]):
+                    found.append(TlsServer(args[0], tuple(certs), tuple(keys), tuple(names),
+                                           server.path, server.line))
+    return found
+
+
+def server_names(directives: list[Directive]) -> list[str]:
+    """Every name of every `server_name` directive of every server."""
+    return [name for http in _blocks(directives, "http") for server in _blocks(http, "server")
+            for args in _values(server, "server_name") for name in args]
