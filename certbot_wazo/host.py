@@ -50,6 +50,8 @@ class Host:
         self._owners: Optional[dict[str, str]] = None
         # What Wazo itself would skip or what certbot-wazo cannot know (said, never fatal).
         self.warnings: list[str] = []
+        # Whole conf.d files Wazo computes when a daemon starts (`!exec`): not run, not read.
+        self.computed: list[wazoconfig.Hidden] = []
 
     def __repr__(self) -> str:
         return f"Host({str(self.root)!r})"
@@ -109,6 +111,7 @@ class Host:
                                                   self.packaged_by)
                 self._warn(*(f"{skipped}; Wazo's daemons skip it too" for skipped in
                              config.skipped))
+                self.computed.extend(config.computed)
                 configs[directory.name] = config.values
             self._configs = configs
         return self._configs

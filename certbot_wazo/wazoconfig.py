@@ -52,6 +52,10 @@ _Loader.add_multi_constructor("tag:yaml.org,2002:python/",
 
 
 Owner = Callable[[Path], Optional[str]]
+# Where a file whose whole content is computed at load time (e.g. wazo-phoned's packaged
+# conf.d/50-authorized-subnets.yml: `!exec` + `command: wazo-confgen phoned/config.yml`) leaves
+# its Hidden value in the merged configuration.
+HIDDEN_LAYER = "<computed at load time>"
 
 
 def _fix(path: Path, packaged: Optional[Owner]) -> str:
@@ -88,6 +92,8 @@ def load_yaml(path: Path, packaged: Optional[Owner] = None) -> dict[str, Any]:
         loader.dispose()
     if data is None:
         return {}
+    if isinstance(data, Hidden):  # a whole file computed at load time (`!exec` at the top)
+        return {HIDDEN_LAYER: data}
     if not isinstance(data, dict):
         raise HostError(f"{path}: not a YAML mapping of sections ({_fix(path, packaged)})")
     return data
@@ -126,6 +132,7 @@ class DaemonConfig:
 
     values: dict[str, Any]
     skipped: list[str] = dataclasses.field(default_factory=list)
+    computed: list[Hidden] = dataclasses.field(default_factory=list)
 
 
 def daemon_config(directory: Path, under: Callable[[str], Path],
@@ -149,12 +156,18 @@ def daemon_config(directory: Path, under: Callable[[str], Path],
         conf_d = under(extra)
     layers: list[dict[str, Any]] = []
     skipped: list[str] = []
+    computed: list[Hidden] = []
     for path in conf_d_files(conf_d):
         try:
-            layers.append(load_yaml(path, packaged))
+            layer = load_yaml(path, packaged)
         except HostError as exc:
             skipped.append(str(exc))
-    return DaemonConfig(deep_merge(*layers, main, defaults or {}), skipped)
+            continue
+        hidden = layer.pop(HIDDEN_LAYER, None)
+        if isinstance(hidden, Hidden):
+            computed.append(hidden)
+        layers.append(layer)
+    return DaemonConfig(deep_merge(*layers, main, defaults or {}), skipped, computed)
 
 
 def walk_values(data: Any, key: str) -> Iterator[Any]:

@@ -137,3 +137,14 @@ def test_asterisk_tls_from_included_files(legacy_root: Path) -> None:
                                                                    .replace("5040", "5041"))
     http_conf.write_text("#include http.d/*.conf\n")
     assert Endpoint("127.0.0.1", 5041, "asterisk") in Host(legacy_root).endpoints()
+
+
+def test_whole_file_exec_is_a_computed_layer_not_an_error(legacy_root: Path) -> None:
+    """wazo-phoned's packaged conf.d/50-authorized-subnets.yml is `!exec` with a `command` at
+    the top of the file (wazo-platform/wazo-phoned, wazo-25.14)."""
+    conf_d = legacy_root / "etc/xivo-auth/conf.d"
+    (conf_d / "50-authorized-subnets.yml").write_text("!exec\ncommand: wazo-confgen x/config.yml\n")
+    host = Host(legacy_root)
+    assert Endpoint("127.0.0.1", 9497, "xivo-auth") in host.endpoints()
+    assert [str(h) for h in host.computed] == ["!exec wazo-confgen x/config.yml"]
+    assert not host.warnings

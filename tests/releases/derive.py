@@ -1,0 +1,430 @@
+"""Re-derive the release corpus (tests/data/releases/<release>.yml) from upstream's tagged files.
+
+    python -m tests.releases.derive --upstream DIR [--check] [RELEASE ...]
+
+DIR holds git checkouts or mirrors of wazo-platform's repositories, as `DIR/NAME` or
+`DIR/wazo-platform+NAME/repo` (what the search tool's fetch gives). Every fact written cites its
+repository, tag and path; nothing of upstream's files is copied but the values the product
+depends on. With --check, the files are compared with what upstream says and nothing is written.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import yaml
+
+from certbot_wazo import nginxconf
+from certbot_wazo.wazoconfig import HIDDEN_LAYER, Hidden, _Loader, deep_merge
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "releases"
+ORG = "wazo-platform"
+RELEASES = ("15.12", "16.16", "17.17", "18.03", "19.17", "20.16", "21.16", "22.16", "23.16",
+            "24.16", "25.14", "25.17")
+# The daemons of a Wazo PBX that have a YAML configuration (repositories under today's names;
+# each keeps the tags of its older names).
+DAEMON_REPOS = ("wazo-auth", "wazo-confd", "wazo-dird", "wazo-amid", "wazo-agentd", "wazo-calld",
+                "wazo-websocketd", "wazo-call-logd", "wazo-plugind", "wazo-webhookd",
+                "wazo-phoned", "wazo-provd", "wazo-sysconfd", "wazo-chatd", "wazo-setupd",
+                "wazo-agid", "wazo-dxtora", "wazo-confgend", "xivo-confgend")
+# Keys of a section that make it a TLS listener or a TLS client of a peer.
+TLS_KEYS = {"certificate", "private_key", "verify_certificate", "verify", "ssl", "https"}
+SIBLINGS = {"listen", "port", "host", "enabled"}
+# Debian release of each Wazo release. Sources: wazo-platform/wazo-dist-upgrade (buster →
+# bullseye in 23.06? see the corpus notes) and upstream's installation pages; kept as stated
+# facts because no packaged file names the Debian release.
+DEBIAN = {
+    "15.12": ("wheezy", 7), "16.16": ("jessie", 8), "17.17": ("jessie", 8),
+    "18.03": ("stretch", 9), "19.17": ("stretch", 9), "20.16": ("buster", 10),
+    "21.16": ("buster", 10), "22.16": ("buster", 10), "23.16": ("bullseye", 11),
+    "24.16": ("bullseye", 11), "25.14": ("bullseye", 11), "25.17": ("bookworm", 12),
+}
+
+
+class Upstream:
+    """Read-only access to upstream repositories at tags."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def git_dir(self, repo: str) -> Optional[Path]:
+        for candidate in (self.base / f"{ORG}+{repo}" / "repo", self.base / repo,
+                          self.base / repo / ".git"):
+            if (candidate / "HEAD").is_file():
+                return candidate
+        return None
+
+    def _git(self, repo: str, *args: str) -> Optional[str]:
+        git_dir = self.git_dir(repo)
+        if git_dir is None:
+            return None
+        result = subprocess.run(["git", "--git-dir", str(git_dir), *args], capture_output=True,
+                                text=True, timeout=60, check=False)
+        return result.stdout if result.returncode == 0 else None
+
+    def show(self, repo: str, tag: str, path: str) -> Optional[str]:
+        return self._git(repo, "show", f"{tag}:{path}")
+
+    def files(self, repo: str, tag: str) -> list[str]:
+        out = self._git(repo, "ls-tree", "-r", "--name-only", tag)
+        return out.splitlines() if out else []
+
+    def tag(self, repo: str, release: str) -> Optional[str]:
+        """The tag a host of release has of repo: the release's own, else the newest before it
+        (a repository is not tagged at a release in which it did not change)."""
+        out = self._git(repo, "tag") or ""
+        best: Optional[tuple[tuple[int, int], str]] = None
+        wanted = _version(release)
+        for tag in out.split():
+            prefix, _, number = tag.partition("-")
+            version = _version(number) if prefix in ("xivo", "wazo") else None
+            if version is not None and version <= wanted and (best is None or version > best[0]):
+                best = (version, tag)
+        return best[1] if best else None
+
+
+def _version(text: str) -> Optional[tuple[int, int]]:
+    major, dot, minor = text.partition(".")
+    return (int(major), int(minor)) if dot and major.isdigit() and minor.isdigit() else None
+
+
+def tag_of(release: str) -> str:
+    return ("xivo-" if release < "16.16" else "wazo-") + release
+
+
+def source(repo: str, tag: str, path: str, key: str = "") -> dict[str, str]:
+    cited = {"repo": f"{ORG}/{repo}", "tag": tag, "path": path}
+    return cited | ({"key": key} if key else {})
+
+
+# -- YAML and Python facts -----------------------------------------------------------------------
+def load(text: str) -> Any:
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def tls_leaves(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of the TLS-relevant leaves of a configuration mapping."""
+    if not isinstance(data, dict):
+        return
+    relevant = any(k in TLS_KEYS for k in data) and prefix != ""
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from tls_leaves(value, dotted + ".")
+        elif isinstance(value, Hidden):
+            yield dotted, {"computed": str(value)}
+        elif key in TLS_KEYS or (relevant and key in SIBLINGS):
+            yield dotted, value
+
+
+def literal(node: ast.AST) -> Any:
+    """A Python literal from code defaults; names and calls become None (unknown)."""
+    if isinstance(node, ast.Dict):
+        return {literal(k): literal(v) for k, v in zip(node.keys, node.values)
+                if isinstance(k, ast.Constant)}
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [literal(e) for e in node.elts]
+    return None
+
+
+def code_defaults(text: str) -> Optional[dict[str, Any]]:
+    """The _DEFAULT_CONFIG (or DEFAULT_CONFIG) mapping of a daemon's module, constants folded."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return None
+    constants: dict[str, Any] = {}
+    found: Optional[dict[str, Any]] = None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if isinstance(node.value, ast.Constant):
+                constants[name] = node.value.value
+            if name in ("_DEFAULT_CONFIG", "DEFAULT_CONFIG"):
+                folded = _fold(node.value, constants)
+                found = folded if isinstance(folded, dict) else found
+    return found
+
+
+def _fold(node: ast.AST, constants: dict[str, Any]) -> Any:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+        return {k.arg: _fold(k.value, constants) for k in node.keywords if k.arg}
+    if isinstance(node, ast.Dict):
+        return {k.value: _fold(v, constants) for k, v in zip(node.keys, node.values)
+                if isinstance(k, ast.Constant)}
+    if isinstance(node, ast.Name) and node.id in constants:
+        return constants[node.id]
+    return literal(node)
+
+
+def listener(config: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The TLS listener of an effective daemon configuration (None: no TLS with a pair)."""
+    rest = config.get("rest_api") if isinstance(config.get("rest_api"), dict) else {}
+    candidates = [("rest_api.https", rest.get("https")), ("rest_api", rest),
+                  ("websocket", config.get("websocket"))]
+    for section, value in candidates:
+        if isinstance(value, dict) and isinstance(value.get("certificate"), str) and \
+                value.get("enabled", True) not in (False, "false") and \
+                value.get("ssl", True) not in (False, "false"):
+            return {"section": section, "listen": value.get("listen", "0.0.0.0"),
+                    "port": value.get("port"), "certificate": value["certificate"],
+                    "private_key": value.get("private_key")}
+    return None
+
+
+def daemons(up: Upstream, repo: str, tag: str) -> list[dict[str, Any]]:
+    """One entry per /etc/<unit> directory of YAML configuration the repository ships."""
+    files = up.files(repo, tag)
+    configs = sorted(f for f in files if f.startswith("etc/") and f.endswith(".yml")
+                     and f.split("/")[1].startswith(("xivo-", "wazo-")))
+    return [daemon(up, repo, tag, unit, files, [f for f in configs if f.split("/")[1] == unit])
+            for unit in sorted({f.split("/")[1] for f in configs})]
+
+
+def daemon(up: Upstream, repo: str, tag: str, unit: str, files: list[str],
+           configs: list[str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"unit": unit, "repo": f"{ORG}/{repo}", "tag": tag, "files": []}
+    layers: dict[str, dict[str, Any]] = {}
+    for path in configs:
+        data = load(up.show(repo, tag, path) or "") or {}
+        if isinstance(data, Hidden):
+            data = {HIDDEN_LAYER: data}
+        record: dict[str, Any] = {"path": "/" + path, "file": path,
+                                  "values": dict(tls_leaves(data))}
+        if isinstance(data.get(HIDDEN_LAYER), Hidden):
+            record["computed"] = str(data.pop(HIDDEN_LAYER))
+        layers[path] = data
+        entry["files"].append(record)
+    package = unit.replace("-", "_")
+    module = next((f for f in (f"{package}/config.py", f"{package}/bin/config.py")
+                   if f in files), None)
+    defaults: dict[str, Any] = {}
+    if module:
+        found = code_defaults(up.show(repo, tag, module) or "")
+        if found:
+            defaults = found
+            entry["code_defaults"] = {"file": module, "values": dict(tls_leaves(found))}
+    conf_d = [layers[p] for p in configs if "/conf.d/" in p]
+    main = next((layers[p] for p in configs if p.endswith(f"{unit}/config.yml")), {})
+    effective = deep_merge(*conf_d, main, defaults)
+    found_listener = listener(effective)
+    if found_listener is not None:
+        where = "code default" if listener(deep_merge(*conf_d, main)) is None else "files"
+        found_listener["decided_by"] = where
+    entry["listener"] = found_listener
+    entry["verifies_server_crt"] = sorted(
+        k for k, v in tls_leaves(effective)
+        if k.endswith(("verify_certificate", ".verify")) and isinstance(v, str)
+        and v.endswith("/server.crt"))
+    return entry
+
+
+# -- platform facts ------------------------------------------------------------------------------
+def nginx_site(up: Upstream, tag: str) -> Optional[dict[str, Any]]:
+    for repo, path in ((r, f"etc/nginx/sites-available/{n}") for r in
+                       ("wazo-nginx", "xivo-web-interface") for n in ("wazo", "xivo")):
+        text = up.show(repo, tag, path)
+        if text is None:
+            continue
+        directives = nginxconf.parse(text, path)
+        servers = []
+        for server in (d for d in directives if d.name == "server" and d.block is not None):
+            block = server.block or []
+            servers.append({
+                "listen": [" ".join(d.args) for d in block if d.name == "listen"],
+                "ssl_on": any(d.name == "ssl" and d.args[:1] == ["on"] for d in block),
+                "ssl_certificate": next((d.args[0] for d in block
+                                         if d.name == "ssl_certificate"), None),
+                "ssl_certificate_key": next((d.args[0] for d in block
+                                             if d.name == "ssl_certificate_key"), None),
+                "includes": [d.args[0] for d in block if d.name == "include"],
+                "redirect": any(d.name == "return" and d.args[:1] == ["301"] for d in block),
+            })
+        return {"path": "/" + path, "source": source(repo, tag, path), "servers": servers}
+    return None
+
+
+def asterisk(up: Upstream, tag: str) -> Optional[dict[str, Any]]:
+    for repo in ("wazo-asterisk-config", "xivo-config"):
+        text = up.show(repo, tag, "etc/asterisk/http.conf")
+        if text is None:
+            continue
+        files = {"etc/asterisk/http.conf": text}
+        for path in up.files(repo, tag):
+            if path.startswith("etc/asterisk/http.d/"):
+                files[path] = up.show(repo, tag, path) or ""
+        values: dict[str, str] = {}
+        cited: dict[str, dict[str, str]] = {}
+        for path, content in files.items():
+            for line in content.splitlines():
+                key, sep, value = line.split(";", 1)[0].partition("=")
+                if sep and key.strip().lower().startswith(("tls", "bind", "enabled")):
+                    values[key.strip().lower()] = value.strip().lstrip(">").strip()
+                    cited[key.strip().lower()] = source(repo, tag, path)
+        return {"files": ["/" + p for p in files], "values": values, "sources": cited,
+                "includes": [line.strip() for line in text.splitlines()
+                             if line.startswith("#include")]}
+    return None
+
+
+def certs(up: Upstream, tag: str) -> Optional[dict[str, Any]]:
+    """The package that makes Wazo's pair, where, and the modes its postinst sets."""
+    files = up.files("wazo-certs", tag)
+    for package in ("wazo-certs", "xivo-certs"):
+        postinst = f"debian/{package}.postinst"
+        if postinst not in files:
+            continue
+        text = up.show("wazo-certs", tag, postinst) or ""
+        variables = dict(re.findall(r"^\s*(new_key|new_cert)=(\S+)", text, re.M))
+        modes = {name: mode for mode, names in re.findall(r"^\s*chmod\s+(\d+)\s+(.*)$", text,
+                                                           re.M)
+                 for name in re.findall(r"new_key|new_cert", names)}
+        return {"package": package, "crt": variables.get("new_cert"),
+                "key": variables.get("new_key"),
+                "crt_mode": modes.get("new_cert"), "key_mode": modes.get("new_key"),
+                "source": source("wazo-certs", tag, postinst)}
+    return None
+
+
+def certs_from_nginx(up: Upstream, tag: str) -> Optional[dict[str, Any]]:
+    """Where the pair is when no wazo-certs tag covers the release: the path nginx serves."""
+    site = nginx_site(up, tag)
+    for server in site["servers"] if site else []:
+        if server["ssl_certificate"]:
+            return {"crt": server["ssl_certificate"], "key": server["ssl_certificate_key"],
+                    "source": site["source"]}
+    return None
+
+
+def hosts_template(up: Upstream, tag: str) -> Optional[dict[str, Any]]:
+    path = "templates/system/etc/hosts"
+    text = up.show("xivo-config", tag, path)
+    if text is None:
+        return None
+    header = text.splitlines()[0].split(":", 1)[0].lstrip("# ") if text else ""
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return {"path": "/usr/share/xivo-config/" + path, "header": header, "lines": lines,
+            "source": source("xivo-config", tag, path)}
+
+
+def version_file(up: Upstream, tag: str) -> Optional[dict[str, Any]]:
+    """Where the metapackage (xivo, then wazo-platform) writes the release on a host."""
+    rules = up.show("wazo-platform", tag, "debian/rules") or ""
+    control = up.show("wazo-platform", tag, "debian/control") or ""
+    package = next(iter(re.findall(r"^Package:\s*(\S+)", control, re.M)), "")
+    match = re.search(r"(usr/share/\S+-VERSION)\b", rules.replace("$(cdbs_curpkg)", package))
+    if match is None:
+        return None
+    return {"path": "/" + match.group(1), "package": package,
+            "source": source("wazo-platform", tag, "debian/rules")}
+
+
+def endpoints(facts: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table: every TLS endpoint the release's services serve with the Wazo pair."""
+    table = []
+    wazo_dirs = ("/usr/share/xivo-certs/", "/usr/share/wazo-certs/")
+    for entry in facts["daemons"]:
+        found = entry.get("listener")
+        if found and str(found["certificate"]).startswith(wazo_dirs) and found.get("port"):
+            where = entry.get("code_defaults", {}).get("file") \
+                if found["decided_by"] == "code default" else \
+                next((f["file"] for f in entry["files"] if f["file"].endswith("config.yml")),
+                     entry["files"][0]["file"])
+            table.append({"unit": entry["unit"], "port": found["port"],
+                          "address": found["listen"],
+                          "source": {"repo": entry["repo"], "tag": entry["tag"], "path": where,
+                                     "key": f"{found['section']}.port"}})
+    site = facts.get("nginx")
+    for server in site["servers"] if site else []:
+        if str(server.get("ssl_certificate", "")).startswith(wazo_dirs):
+            for listen in server["listen"]:
+                words = listen.split()
+                if server["ssl_on"] or "ssl" in words[1:]:
+                    port = int(words[0].rsplit(":", 1)[-1])
+                    table.append({"unit": "nginx", "port": port, "address": words[0],
+                                  "source": dict(site["source"], key=f"listen {listen}")})
+    ast_facts = facts.get("asterisk")
+    if ast_facts and ast_facts["values"].get("tlsenable", "no").lower() in ("yes", "true") and \
+            ast_facts["values"].get("tlscertfile", "").startswith(wazo_dirs):
+        bind = ast_facts["values"].get("tlsbindaddr", "0.0.0.0:8089")
+        table.append({"unit": "asterisk", "port": int(bind.rsplit(":", 1)[-1]),
+                      "address": bind.rsplit(":", 1)[0],
+                      "source": dict(ast_facts["sources"]["tlsbindaddr"], key="tlsbindaddr")})
+    return table
+
+
+def derive(up: Upstream, release: str) -> dict[str, Any]:
+    codename, number = DEBIAN[release]
+    facts: dict[str, Any] = {"release": release, "tag": tag_of(release),
+                             "debian": {"codename": codename, "version": number}}
+    for name, reader, repos in (
+            ("version_file", version_file, ("wazo-platform",)),
+            ("certs", certs, ("wazo-certs",)), ("hosts_template", hosts_template, ("xivo-config",)),
+            ("nginx", nginx_site, ("wazo-nginx", "xivo-web-interface")),
+            ("certs_fallback", certs_from_nginx, ("wazo-nginx", "xivo-web-interface")),
+            ("asterisk", asterisk, ("wazo-asterisk-config", "xivo-config"))):
+        for repo in repos:
+            tag = up.tag(repo, release)
+            value = reader(up, tag) if tag else None
+            if value is not None:
+                facts[name] = value
+                break
+    fallback = facts.pop("certs_fallback", None)
+    if "certs" not in facts and fallback:
+        facts["certs"] = fallback
+    facts["daemons"] = []
+    seen: set[str] = set()
+    for repo in DAEMON_REPOS:
+        tag = up.tag(repo, release)
+        for entry in daemons(up, repo, tag) if tag else []:
+            if entry["unit"] not in seen:
+                seen.add(entry["unit"])
+                facts["daemons"].append(entry)
+    facts["endpoints"] = endpoints(facts)
+    return facts
+
+
+HEADER = ("# Facts of a Wazo {release} host, read from upstream's tag {tag} by\n"
+          "# tests/releases/derive.py (python -m tests.releases.derive --upstream DIR {release}).\n"
+          "# Each value cites its repository, tag and path; no upstream file is copied.\n")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--upstream", type=Path, required=True)
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("releases", nargs="*", default=list(RELEASES))
+    args = parser.parse_args(argv)
+    up = Upstream(args.upstream)
+    differ = 0
+    for release in args.releases:
+        facts = derive(up, release)
+        text = HEADER.format(release=release, tag=facts["tag"]) + yaml.safe_dump(
+            facts, sort_keys=False, default_flow_style=False, width=100)
+        target = CORPUS / f"{release}.yml"
+        if args.check:
+            same = target.is_file() and target.read_text() == text
+            print(f"{target}: {'up to date' if same else 'DIFFERS from upstream'}")
+            differ += not same
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            print(f"{target}: {len(facts['daemons'])} daemons, "
+                  f"{len(facts['endpoints'])} TLS endpoints")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
