@@ -379,7 +379,12 @@ class Deployment:
             desired.append((directory / "server.crt",
                             FileState.file(pair.chain_pem, crt_mode, 0, gid)))
         update_config = False
-        if generation == LEGACY:
+        family = self.host.family()
+        # Upstream's page asked for the overrides from 15.18 to 18.14 only; a forced --profile
+        # legacy, or a host whose release is unknown, keeps them.
+        overrides_wanted = generation == LEGACY and (
+            self.settings.profile == LEGACY or family is None or family.overrides)
+        if overrides_wanted:
             services.update_config_command(self.host)
             template = self.host.path(HOSTS_CUSTOM)
             desired.append((self.host.path(CUSTOM_FILE),

@@ -354,11 +354,13 @@ def _https_section(conf: dict[str, object], cert_paths: set[str]) -> Optional[di
     rest_api = conf.get("rest_api")
     candidates = [rest_api.get("https"), rest_api] if isinstance(rest_api, dict) else []
     websocket = conf.get("websocket")
-    if isinstance(websocket, dict) and websocket.get("ssl") in (True, "true", "yes"):
+    # wazo-websocketd serves TLS whenever its websocket section names a certificate (its code
+    # default up to 20.08, wazo-platform/wazo-websocketd */config.py); no `ssl` switch.
+    if isinstance(websocket, dict):
         candidates.append(websocket)
     for section in candidates:
-        if isinstance(section, dict) and section.get("enabled", True) not in (False, "false", "no") \
-                and section.get("certificate") in cert_paths:
+        if isinstance(section, dict) and section.get("certificate") in cert_paths and \
+                all(section.get(k, True) not in (False, "false", "no") for k in ("enabled", "ssl")):
             return section
     return None
 

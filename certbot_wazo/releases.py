@@ -28,6 +28,11 @@ class Family:
     procedure: str
     doc: str
 
+    @property
+    def overrides(self) -> bool:
+        """Whether upstream's procedure for this range writes the services' overrides."""
+        return self.name == "legacy-overrides"
+
     def covers(self, version: Version) -> bool:
         """Whether version is in this range."""
         return self.first <= version and (self.last is None or version <= self.last)
@@ -44,15 +49,19 @@ def _text(version: Version) -> str:
 
 
 FAMILIES = (
-    Family("xivo-legacy", (15, 12), (18, 3), "legacy",
-           "every daemon serves TLS with the pair: overrides (host NAME, verify with the system "
-           "trust store) linked into every conf.d, NAME on 127.0.0.1 in the hosts template, "
-           "restart all",
-           "wazo-platform/wazo-doc wazo-18.03 source/system/https_certificate.rst"),
-    Family("nginx-front", (19, 1), None, "modern",
-           "nginx serves the public certificate; daemons talk to each other on the loopback "
-           "with Wazo's own certificate; earlier overrides are removed",
-           "wazo-platform/wazo-doc wazo-19.01 source/system/https_certificate.rst"),
+    Family("replace-files", (15, 12), (15, 17), "legacy",
+           "replace server.crt and server.key in /usr/share/xivo-certs (no overrides)",
+           "wazo-platform/wazo-doc xivo-15.12 source/system/https_certificate.rst"),
+    Family("legacy-overrides", (15, 18), (18, 14), "legacy",
+           "replace the pair; custom-certificate.yml (host NAME, verification on) linked as "
+           "010-custom-certificate.yml into every conf.d; NAME on 127.0.0.1 in the hosts "
+           "template; restart all",
+           "wazo-platform/wazo-doc wazo-18.05 source/system/https_certificate.rst"),
+    Family("nginx-only", (19, 1), None, "modern",
+           "nginx serves the new pair (certbot --nginx or its own ssl_certificate); Wazo's own "
+           "pair and the daemons stay as packaged; earlier overrides are reverted",
+           "wazo-platform/wazo-doc wazo-19.01 source/system/https_certificate.rst; "
+           "wazo-platform/wazo-platform.org website/uc-doc/system/https_certificate.md"),
 )
 
 
@@ -85,7 +94,26 @@ def family(version: Optional[Version]) -> Optional[Family]:
 # Listeners and peers that exist only in a daemon's code defaults (no packaged file states them):
 # unit -> [(first release, last release, the defaults as a nested mapping)]. Layered under
 # config.yml, as xivo-lib-python's ChainMap puts the daemon's _DEFAULT_CONFIG last.
-CODE_DEFAULTS: dict[str, list[tuple[Version, Version, dict[str, Any]]]] = {}
+def _listener(section: str, port: int) -> dict[str, Any]:
+    listen = {"listen": "0.0.0.0", "port": port,
+              "certificate": "/usr/share/xivo-certs/server.crt",
+              "private_key": "/usr/share/xivo-certs/server.key"}
+    if section == "websocket":
+        return {"websocket": listen}
+    return {"rest_api": {"https": listen} if section == "rest_api.https" else listen}
+
+
+CODE_DEFAULTS: dict[str, list[tuple[Version, Version, dict[str, Any]]]] = {
+    # wazo-platform/wazo-websocketd xivo_websocketd/config.py _DEFAULT_CONFIG['websocket'],
+    # tags xivo-16.02 .. wazo-20.08 (wazo_websocketd/config.py from 19.xx): the packaged
+    # config.yml never names the listener.
+    "xivo-websocketd": [((16, 2), (20, 8), _listener("websocket", 9502))],
+    "wazo-websocketd": [((16, 2), (20, 8), _listener("websocket", 9502))],
+    # wazo-platform/wazo-plugind wazo_plugind/config.py _DEFAULT_CONFIG rest_api.https (17.05 ..
+    # 20.04), certificate directly under rest_api (20.05 .. 20.08).
+    "wazo-plugind": [((17, 5), (20, 4), _listener("rest_api.https", 9503)),
+                     ((20, 5), (20, 8), _listener("rest_api", 9503))],
+}
 
 
 def code_defaults(unit: str, version: Optional[Version]) -> dict[str, Any]:

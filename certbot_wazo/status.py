@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certbot_wazo import tls, wazoconfig
+from certbot_wazo import releases, tls, wazoconfig
 from certbot_wazo.deployment import Deployment
 from certbot_wazo.errors import LockBusyError, WazoError
 from certbot_wazo.files import FILE, read_state
@@ -26,6 +26,9 @@ class Report:
 
     root: str
     generation: str = "unknown"
+    release: str = "unknown"
+    family: str = "unknown"
+    procedure: str = ""
     hostname: str = ""
     pair: dict[str, Any] = dataclasses.field(default_factory=dict)
     endpoints: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -44,7 +47,9 @@ class Report:
 
     def as_text(self) -> str:
         """For people."""
-        lines = [f"Wazo host {self.root} ({self.generation})",
+        lines = [f"Wazo host {self.root}: release {self.release}, family {self.family} "
+                 f"({self.generation})",
+                 f"  procedure:   {self.procedure or '-'}",
                  f"  name:        {self.hostname or '-'}"]
         if self.pair:
             p = self.pair
@@ -79,6 +84,7 @@ def check(deployment: Deployment, config_dir: Path,
         report.generation = host.generation(deployment.settings.profile)
     except WazoError as exc:
         report.problems.append(str(exc))
+    _describe_release(host, report)
     pair = _installed_pair(host, report, now)
     if pair is None:
         return report
@@ -93,6 +99,23 @@ def check(deployment: Deployment, config_dir: Path,
                                f"{failure.get('failed_at', '?')}: {failure.get('error', '?')} "
                                "(`certbot-wazo retry` deploys it; certbot.timer runs it twice a day)")
     return report
+
+
+def _describe_release(host: Host, report: Report) -> None:
+    """The release the host runs, its family and upstream's procedure for it."""
+    version = host.version()
+    family = host.family()
+    if version is not None:
+        report.release = f"{version[0]}.{version[1]:02d}"
+    if family is None:
+        report.procedure = ("release unknown (no " + " or ".join(releases.VERSION_FILES) +
+                            "): the generation is read from the configuration")
+        return
+    report.family = f"{family.name} ({family.releases})"
+    report.procedure = f"{family.procedure} [upstream: {family.doc}]"
+    if family.generation != report.generation:
+        report.procedure += (f"; this host's configuration is {report.generation}: certbot-wazo "
+                             f"deploys the {report.generation} way")
 
 
 def _recover(deployment: Deployment, report: Report) -> None:
