@@ -2,7 +2,7 @@
 PYTHON_NEW := .venv/bin/python
 PYTHON_DEB := .venv-debian/bin/python
 
-.PHONY: bootstrap demo test lint unit e2e bench clean
+.PHONY: bootstrap demo test lint unit e2e releases bench clean
 
 bootstrap:
 	@bash .ci/bootstrap
@@ -22,7 +22,11 @@ unit: bootstrap
 e2e: bootstrap
 	CERTBOT_WAZO_REQUIRE=pypi,debian $(PYTHON_NEW) -m pytest -q tests/e2e
 
-test: lint unit e2e
+# Every release of the corpus (tests/data/releases) on real ports, in a private network namespace.
+releases: bootstrap
+	CERTBOT_WAZO_REQUIRE=netns unshare --net sh -c 'ip link set lo up && exec $(PYTHON_NEW) -m pytest -q tests/releases'
+
+test: lint unit e2e releases
 
 # Renewal figures on the sandbox (both generations): BENCH_ARGS="--runs 10" for more runs.
 bench: bootstrap

@@ -55,6 +55,8 @@ class Plan:
     label: str = ""
     source: str = ""
     gentle: list[list[str]] = dataclasses.field(default_factory=list)
+    # The services reach each other by NAME (upstream's overrides), so NAME must be on 127.0.0.1.
+    loopback_name: bool = False
 
     @property
     def restart_levels(self) -> list[list[list[str]]]:
@@ -406,7 +408,7 @@ class Deployment:
             if pair_only and generation == LEGACY else []
         return Plan(hostname, generation, changes, update_config, restarts, endpoints,
                     pair.leaf_der, label=f"Deployed certificate sha256 {pair.fingerprint[:16]}…",
-                    source=str(pair.cert_path), gentle=gentle)
+                    source=str(pair.cert_path), gentle=gentle, loopback_name=overrides_wanted)
 
     def _endpoints(self) -> list[Endpoint]:
         endpoints = list(self.settings.probes) or self.host.endpoints()
@@ -432,7 +434,7 @@ class Deployment:
         directory = self.host.cert_dirs()[0]
         tls.probe_loopback(directory / "server.crt", directory / "server.key", plan.hostname,
                            pair.leaf_der)
-        if plan.generation == LEGACY:
+        if plan.loopback_name:
             where = self.host.resolves_to_loopback(plan.hostname)
             if where is not None:
                 raise ProbeError(f"{self.host.path(HOSTS_FILE)}: {plan.hostname} resolves to "

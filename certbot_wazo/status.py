@@ -90,7 +90,9 @@ def check(deployment: Deployment, config_dir: Path,
         return report
     report.hostname = deployment.settings.hostname or _default_name(pair)
     _check_endpoints(deployment, pair, report)
-    if report.generation == LEGACY and pair.leaf.issuer != pair.leaf.subject:
+    family = host.family()
+    if report.generation == LEGACY and pair.leaf.issuer != pair.leaf.subject and \
+            (family is None or family.overrides or deployment.settings.profile == LEGACY):
         _check_legacy_configuration(host, report)
     _check_lineage(config_dir, report, pair)
     failure = deployment.journal.failure()

@@ -35,12 +35,13 @@ DAEMON_REPOS = ("wazo-auth", "wazo-confd", "wazo-dird", "wazo-amid", "wazo-agent
 # Keys of a section that make it a TLS listener or a TLS client of a peer.
 TLS_KEYS = {"certificate", "private_key", "verify_certificate", "verify", "ssl", "https"}
 SIBLINGS = {"listen", "port", "host", "enabled"}
-# Debian release of each Wazo release. Sources: wazo-platform/wazo-dist-upgrade (buster →
-# bullseye in 23.06? see the corpus notes) and upstream's installation pages; kept as stated
-# facts because no packaged file names the Debian release.
+# Debian release of each Wazo release, kept as stated facts because no packaged file names it
+# (debian/changelog distributions are stale): jessie from XiVO 15.20, stretch in 18.x, buster
+# from 19.x (wazo-platform/wazo-dist-upgrade bin/wazo-dist-upgrade-buster-check), bullseye from
+# 23.06 (bin/wazo-dist-upgrade-bullseye-check), bookworm from 25.15.
 DEBIAN = {
     "15.12": ("wheezy", 7), "16.16": ("jessie", 8), "17.17": ("jessie", 8),
-    "18.03": ("stretch", 9), "19.17": ("stretch", 9), "20.16": ("buster", 10),
+    "18.03": ("stretch", 9), "19.17": ("buster", 10), "20.16": ("buster", 10),
     "21.16": ("buster", 10), "22.16": ("buster", 10), "23.16": ("bullseye", 11),
     "24.16": ("bullseye", 11), "25.14": ("bullseye", 11), "25.17": ("bookworm", 12),
 }

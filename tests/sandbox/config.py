@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     try:
         with open(path) as stream:
             data = yaml.safe_load(stream)
-    except OSError as exc:
+    except (OSError, yaml.YAMLError) as exc:  # `!exec` whose command is absent: skipped too
         print(f"Could not read config file {path}: {exc}", file=sys.stderr)
         return {}
     return data if isinstance(data, dict) else {}
@@ -47,7 +48,9 @@ def daemon_config(root: Path, unit: str) -> dict[str, Any]:
     conf_d = under(root, str(main.get("extra_config_files", f"/etc/{unit}/conf.d")))
     names = sorted(n for n in os.listdir(conf_d) if n.endswith(".yml") and not n.startswith(".")) \
         if conf_d.is_dir() else []
-    return chain(*(load_yaml(resolve_in_root(root, conf_d / n)) for n in names), main)
+    defaults_file = root / "run/sandbox/defaults" / f"{unit}.json"
+    defaults = json.loads(defaults_file.read_text()) if defaults_file.is_file() else {}
+    return chain(*(load_yaml(resolve_in_root(root, conf_d / n)) for n in names), main, defaults)
 
 
 def read_ini_section(path: Path, section: str = "general") -> dict[str, str]:

@@ -58,7 +58,7 @@ def wazo_service(root: Path, argv: list[str]) -> int:
     action = argv[1] if len(argv) > 1 else ""
     group_name = argv[2] if len(argv) > 2 else "default"
     generation = state(root)["generation"]
-    groups = GROUPS[generation]
+    groups = state(root).get("groups") or GROUPS[generation]
     if os.path.basename(argv[0]) == "xivo-service":
         print("Warning: xivo-service is a deprecated alias to wazo-service: use wazo-service instead",
               file=sys.stderr)

@@ -60,18 +60,19 @@ def load_context(root: Path, unit: str, certificate: str, private_key: str) -> s
 
 
 def daemon_listener(root: Path, unit: str) -> tuple[str, int, ssl.SSLContext | None]:
-    """Where a daemon listens (rest_api https, else websocket, else http) and its context."""
+    """Where a daemon listens and its context, the way upstream's daemons decide it: TLS with
+    rest_api.https, or rest_api itself, or websocket (wazo-websocketd) naming a certificate;
+    plain HTTP otherwise."""
     config = daemon_config(root, unit)
     rest = config.get("rest_api", {})
-    if "https" in rest:
-        section = rest["https"]
-    elif config.get("websocket", {}).get("ssl"):
-        section = config["websocket"]
-    else:
-        section = rest.get("http", {})
-        return str(section.get("listen", "127.0.0.1")), int(section["port"]), None
-    context = load_context(root, unit, section["certificate"], section["private_key"])
-    return str(section.get("listen", "127.0.0.1")), int(section["port"]), context
+    candidates = [rest.get("https"), rest, config.get("websocket")]
+    for section in candidates:
+        if isinstance(section, dict) and section.get("certificate") and \
+                section.get("enabled", True) is not False and section.get("ssl", True) is not False:
+            context = load_context(root, unit, section["certificate"], section["private_key"])
+            return str(section.get("listen", "127.0.0.1")), int(section["port"]), context
+    section = rest.get("http", rest)
+    return str(section.get("listen", "127.0.0.1")), int(section["port"]), None
 
 
 def asterisk_listener(root: Path) -> tuple[str, int, ssl.SSLContext | None]:

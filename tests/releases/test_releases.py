@@ -1,0 +1,124 @@
+"""Each release of the corpus, end to end: a host built from upstream's facts, a first deployment
+and a certificate-only renewal, endpoints discovered from the host (no --probe)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.pki import CA
+from tests.sandbox.host import SandboxHost
+from tests.sandbox.release import build_release, facts, releases
+
+CLI = Path(sys.executable).with_name("certbot-wazo")
+NAME = "wazo.example.test"
+
+
+@pytest.fixture(scope="module")
+def ca() -> CA:
+    return CA("Releases")
+
+
+@pytest.fixture
+def host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SandboxHost]:
+    built = build_release(tmp_path / "root", request.param, NAME)
+    try:
+        built.start()
+        yield built
+    finally:
+        built.stop()
+
+
+def _leaf_der(fullchain: Path) -> bytes:
+    return x509.load_pem_x509_certificates(fullchain.read_bytes())[0].public_bytes(Encoding.DER)
+
+
+def _deploy(host: SandboxHost, pair: tuple[Path, Path], bundle: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(host.env(), SSL_CERT_FILE=str(bundle))
+    env.pop("SSL_CERT_DIR", None)
+    return subprocess.run([str(CLI), "deploy", "--root", str(host.root), "--cert", str(pair[0]),
+                           "--key", str(pair[1]), "--hostname", NAME, "--probe-timeout", "30"],
+                          capture_output=True, text=True, timeout=300, env=env, check=False)
+
+
+class Handshakes:
+    """Handshakes with one endpoint every 5 ms, counting failures, until stopped."""
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.target = (host.strip("[]"), int(port))
+        self.ok = self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        while not self._stop.is_set():
+            try:
+                with socket.create_connection(self.target, timeout=2) as sock:
+                    with context.wrap_socket(sock, server_hostname=NAME):
+                        self.ok += 1
+            except OSError:
+                self.failed += 1
+            time.sleep(0.005)
+
+    def __enter__(self) -> Handshakes:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@pytest.mark.parametrize("host", releases(), indirect=True)
+def test_release_deploy_then_renew(host: SandboxHost, ca: CA, tmp_path: Path) -> None:
+    release = facts(_release(host))
+    table = release["endpoints"]
+    assert table, "the corpus gives every release at least one TLS endpoint"
+    assert set(host.endpoints) >= {row["unit"] for row in table}
+    bundle = ca.trust_bundle(tmp_path / "trust.pem")
+
+    first = ca.issue(tmp_path / "first", names=[NAME])
+    result = _deploy(host, first, bundle)
+    assert result.returncode == 0, result.stderr
+    for unit in host.endpoints:
+        assert host.served_cert(unit) == _leaf_der(first[0]), unit
+
+    renewed = ca.issue(tmp_path / "renewed", names=[NAME])
+    nginx = next((unit for unit in host.endpoints if unit.startswith("nginx")), None)
+    with Handshakes(host.endpoints[nginx]) if nginx else contextlib.nullcontext() as loop:
+        result = _deploy(host, renewed, bundle)
+    assert result.returncode == 0, result.stderr
+    for unit in host.endpoints:
+        assert host.served_cert(unit) == _leaf_der(renewed[0]), unit
+    if loop is not None:
+        assert loop.ok > 0 and loop.failed == 0, (loop.ok, loop.failed)
+
+    status = subprocess.run([str(CLI), "status", "--root", str(host.root), "--hostname", NAME],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env=dict(host.env(), SSL_CERT_FILE=str(bundle)))
+    assert f"release {_release(host)}, family " in status.stdout, status.stdout
+
+
+def _release(host: SandboxHost) -> str:
+    return str(json.loads((host.root / "etc/sandbox.json").read_text())["release"])
+
+
+def test_the_network_is_private() -> None:
+    """The guard works: in here, loopback is the only interface (unshare --net)."""
+    with open("/proc/self/net/dev", encoding="ascii") as stream:
+        assert [line.split(":")[0].strip() for line in stream.readlines()[2:]] == ["lo"]
