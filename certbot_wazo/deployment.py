@@ -382,10 +382,13 @@ class Deployment:
                             FileState.file(pair.chain_pem, crt_mode, 0, gid)))
         update_config = False
         family = self.host.family()
-        # Upstream's page asked for the overrides from 15.18 to 18.14 only; a forced --profile
-        # legacy, or a host whose release is unknown, keeps them.
+        # Upstream's page asked for the overrides from 15.18 to 18.14 only. Daemons of 19.x-21.x
+        # still verify server.crt (their packaged config.yml), so there too the overrides keep
+        # them working once server.crt is CA-issued; a forced --profile legacy, or an unknown
+        # release, keeps them as well.
         overrides_wanted = generation == LEGACY and (
-            self.settings.profile == LEGACY or family is None or family.overrides)
+            self.settings.profile == LEGACY or family is None or family.overrides
+            or bool(self.host.peers_verifying_pair()))
         if overrides_wanted:
             services.update_config_command(self.host)
             template = self.host.path(HOSTS_CUSTOM)

@@ -208,6 +208,18 @@ class Host:
                 return LEGACY
         return MODERN
 
+    def peers_verifying_pair(self) -> list[str]:
+        """Daemons that verify their peers against Wazo's server.crt (so a CA-issued pair there
+        needs the overrides: host NAME, verification with the system trust store).
+
+        :raises HostError: a daemon configuration is malformed
+        """
+        cert_paths = self.cert_paths()
+        return sorted(unit for unit, conf in self.daemon_configs().items()
+                      if unit not in MODERN_TLS_UNITS and any(
+                          v in cert_paths for key in ("verify_certificate", "verify")
+                          for v in wazoconfig.walk_values(conf, key)))
+
     # -- endpoints ----------------------------------------------------------------------------
     def endpoints(self) -> list[Endpoint]:
         """The TLS endpoints serving the pair, from the host's configuration.

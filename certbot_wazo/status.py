@@ -92,7 +92,8 @@ def check(deployment: Deployment, config_dir: Path,
     _check_endpoints(deployment, pair, report)
     family = host.family()
     if report.generation == LEGACY and pair.leaf.issuer != pair.leaf.subject and \
-            (family is None or family.overrides or deployment.settings.profile == LEGACY):
+            (family is None or family.overrides or deployment.settings.profile == LEGACY
+             or _peers_verifying(host)):
         _check_legacy_configuration(host, report)
     _check_lineage(config_dir, report, pair)
     failure = deployment.journal.failure()
@@ -101,6 +102,13 @@ def check(deployment: Deployment, config_dir: Path,
                                f"{failure.get('failed_at', '?')}: {failure.get('error', '?')} "
                                "(`certbot-wazo retry` deploys it; certbot.timer runs it twice a day)")
     return report
+
+
+def _peers_verifying(host: Host) -> bool:
+    try:
+        return bool(host.peers_verifying_pair())
+    except WazoError:
+        return False
 
 
 def _describe_release(host: Host, report: Report) -> None:
@@ -116,8 +124,11 @@ def _describe_release(host: Host, report: Report) -> None:
     report.family = f"{family.name} ({family.releases})"
     report.procedure = f"{family.procedure} [upstream: {family.doc}]"
     if family.generation != report.generation:
-        report.procedure += (f"; this host's configuration is {report.generation}: certbot-wazo "
-                             f"deploys the {report.generation} way")
+        verifying = ", ".join(host.peers_verifying_pair()) if _peers_verifying(host) else ""
+        report.procedure += (f"; this host's daemons still serve TLS or verify server.crt"
+                             f"{' (' + verifying + ')' if verifying else ''}: certbot-wazo "
+                             "deploys the pair into Wazo's certificate directory with the "
+                             "overrides, so they keep working")
 
 
 def _recover(deployment: Deployment, report: Report) -> None:

@@ -18,7 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.pki import CA
+from tests.sandbox.config import daemon_config
 from tests.sandbox.host import SandboxHost
+from tests.sandbox.peers import client_context, resolve
 from tests.sandbox.release import build_release, facts, releases
 
 CLI = Path(sys.executable).with_name("certbot-wazo")
@@ -108,10 +110,36 @@ def test_release_deploy_then_renew(host: SandboxHost, ca: CA, tmp_path: Path) ->
     if loop is not None:
         assert loop.ok > 0 and loop.failed == 0, (loop.ok, loop.failed)
 
+    assert _peer_errors(host, release, bundle) == []
+
     status = subprocess.run([str(CLI), "status", "--root", str(host.root), "--hostname", NAME],
                             capture_output=True, text=True, timeout=120, check=False,
                             env=dict(host.env(), SSL_CERT_FILE=str(bundle)))
     assert f"release {_release(host)}, family " in status.stdout, status.stdout
+
+
+def _peer_errors(host: SandboxHost, release: dict[str, object], bundle: Path) -> list[str]:
+    """Every client section that verifies server.crt in the packaged configuration, calling its
+    peer (when the release table serves it) the way the daemon's HTTP client would."""
+    ports = {row["port"] for row in release["endpoints"]}  # type: ignore[attr-defined]
+    errors = []
+    for daemon in release["daemons"]:  # type: ignore[attr-defined]
+        config = daemon_config(host.root, daemon["unit"])
+        for dotted in daemon["verifies_server_crt"]:
+            section = config.get(dotted.split(".")[0], {})
+            if not isinstance(section, dict) or section.get("port") not in ports:
+                continue
+            name = str(section.get("host", "localhost"))
+            address = resolve(host.root, name) or name
+            context = client_context(host.root, section.get(dotted.rsplit(".", 1)[-1], True),
+                                     bundle)
+            try:
+                with socket.create_connection((address, int(section["port"])), timeout=5) as sock:
+                    with context.wrap_socket(sock, server_hostname=name):
+                        pass
+            except (OSError, ssl.SSLError) as exc:
+                errors.append(f"{daemon['unit']} {dotted} -> {name}:{section['port']}: {exc}")
+    return errors
 
 
 def _release(host: SandboxHost) -> str:
