@@ -15,6 +15,7 @@ from certbot_wazo import failpoints, hosts, overrides, services, tls
 from certbot_wazo.errors import CommandError, HostError, PairError, ProbeError, RolledBackError, WazoError
 from certbot_wazo.files import FILE, FileState, apply_state, read_state
 from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, HOSTS_FILE, LEGACY, STATE_DIR, Host
+from certbot_wazo.host import loopback as host_loopback
 from certbot_wazo.journal import Journal, Snapshot
 from certbot_wazo.pair import Pair, load_chain
 from certbot_wazo.tls import Endpoint
@@ -401,6 +402,8 @@ class Deployment:
         changes = [(self._wazo_path(p), s) for p, s in _with_parents(desired, self.host.root)
                    if read_state(p) != s]
         endpoints = self._endpoints()
+        endpoints += [e for e in self._nginx_serving(pair, hostname)
+                      if all(e.port != known.port for known in endpoints)]
         restarts = services.restart_commands(self.host, generation) if changes else []
         pair_files = {p for d in cert_dirs for p in (d / "server.crt", d / "server.key")}
         pair_only = bool(changes) and not update_config and \
@@ -412,6 +415,32 @@ class Deployment:
         return Plan(hostname, generation, changes, update_config, restarts, endpoints,
                     pair.leaf_der, label=f"Deployed certificate sha256 {pair.fingerprint[:16]}…",
                     source=str(pair.cert_path), gentle=gentle, loopback_name=overrides_wanted)
+
+    def _nginx_serving(self, pair: Pair, hostname: str) -> list[Endpoint]:
+        """nginx servers that answer for hostname with a file of their own: fine (and probed)
+        when that file holds the certificate being deployed, else nothing is changed, because
+        port 443 would go on serving another certificate.
+
+        :raises HostError: nginx serves another certificate for hostname
+        """
+        found = []
+        directories = self.host.cert_dirs()
+        wazo = self._wazo_path(directories[0] / "server.crt") if directories else "server.crt"
+        for server in self.host.nginx_foreign(hostname):
+            path = self.host.path(server.certificates[0])
+            try:
+                served = _leaf_der(path.read_bytes()[:1024 * 1024], path)
+            except (OSError, WazoError):
+                served = b""
+            if served != pair.leaf_der:
+                raise HostError(
+                    f"{server.path}:{server.line}: nginx serves {server.certificates[0]} for "
+                    f"{hostname} on port {server.port}, not Wazo's certificate (point "
+                    f"ssl_certificate and ssl_certificate_key back at {wazo} and "
+                    f"{wazo[:-len('.crt')]}.key so that certbot-wazo installs there, or deploy "
+                    "the certificate nginx serves)")
+            found.append(Endpoint(host_loopback(server.address), server.port, "nginx"))
+        return found
 
     def _endpoints(self) -> list[Endpoint]:
         endpoints = list(self.settings.probes) or self.host.endpoints()

@@ -237,11 +237,11 @@ class Host:
                       for k, v in https.items() if isinstance(v, wazoconfig.Hidden)]
             self._warn(*hidden)
             if not hidden and str(https.get("port", "")).isdigit():
-                found.append(Endpoint(_loopback(str(https.get("listen", "0.0.0.0"))),
+                found.append(Endpoint(loopback(str(https.get("listen", "0.0.0.0"))),
                                       int(str(https["port"])), unit))
         for server in self.nginx_servers():
             if set(server.certificates) & cert_paths:
-                found.append(Endpoint(_loopback(server.address), server.port, "nginx"))
+                found.append(Endpoint(loopback(server.address), server.port, "nginx"))
         http_conf = self.path("/etc/asterisk/http.conf")
         if http_conf.is_file():
             for bind in wazoconfig.asterisk_tls_bind(self._asterisk_text(http_conf), cert_paths):
@@ -266,6 +266,18 @@ class Host:
             self._nginx = nginxconf.load(self.path) \
                 if self.path(nginxconf.NGINX_CONF).is_file() else []
         return nginxconf.tls_servers(self._nginx)
+
+    def nginx_foreign(self, name: str) -> list[nginxconf.TlsServer]:
+        """nginx servers that answer for name on a port Wazo's site serves (443 at least) with a
+        certificate that is not Wazo's pair (certbot --nginx, or a hand edit of the site).
+
+        :raises HostError: nginx's configuration cannot be read or parsed
+        """
+        cert_paths = self.cert_paths()
+        servers = self.nginx_servers()
+        ports = {s.port for s in servers if set(s.certificates) & cert_paths} | {443}
+        return [s for s in servers if s.port in ports and s.certificates
+                and not set(s.certificates) & cert_paths and nginxconf.answers_for(s, name)]
 
     def _consul_https_port(self, cert_paths: set[str]) -> Optional[int]:
         """Consul's HTTPS port when it serves the pair (its *.json files merged in name order,
@@ -390,7 +402,8 @@ def _json_merge(base: dict[str, object], later: dict[str, object]) -> dict[str, 
     return merged
 
 
-def _loopback(address: str) -> str:
+def loopback(address: str) -> str:
+    """Where a probe reaches a listen address from the host itself."""
     address = address.strip("[]")
     if address in ("", "*", "0.0.0.0"):
         return "127.0.0.1"
@@ -408,5 +421,5 @@ def _listen_endpoint(value: str, default_port: int, unit: str) -> Endpoint:
         return Endpoint("127.0.0.1", int(value), unit)
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
-        return Endpoint(_loopback(value), default_port, unit)
-    return Endpoint(_loopback(host), int(port), unit)
+        return Endpoint(loopback(value), default_port, unit)
+    return Endpoint(loopback(host), int(port), unit)

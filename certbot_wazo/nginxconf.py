@@ -34,6 +34,7 @@ class TlsServer:
     """A `server` block that terminates TLS on one `listen`."""
 
     listen: str
+    default: bool
     certificates: tuple[str, ...]
     keys: tuple[str, ...]
     names: tuple[str, ...]
@@ -159,7 +160,9 @@ class _Loader:
         if len(data) > MAX_BYTES:
             raise HostError(f"{path}: larger than {MAX_BYTES // 1024 // 1024} MiB (not an nginx "
                             "configuration file; move it out of nginx's include paths)")
-        return self._expand(parse(data.decode("utf-8", "replace"), str(path)), depth)
+        # Errors name the file an admin edits (sites-available/…), not the link that includes it.
+        return self._expand(parse(data.decode("utf-8", "replace"), os.path.realpath(path)),
+                            depth)
 
     def _expand(self, directives: list[Directive], depth: int) -> list[Directive]:
         result: list[Directive] = []
@@ -220,9 +223,20 @@ def tls_servers(directives: list[Directive]) -> list[TlsServer]:
             names = [n for a in _values(block, "server_name") for n in a]
             for args in _values(block, "listen"):
                 if args and (ssl_on or "ssl" in args[1:]):
-                    found.append(TlsServer(args[0], tuple(certs), tuple(keys), tuple(names),
-                                           server.path, server.line))
+                    found.append(TlsServer(args[0], "default_server" in args[1:] or
+                                           "default" in args[1:], tuple(certs), tuple(keys),
+                                           tuple(names), server.path, server.line))
     return found
+
+
+def answers_for(server: TlsServer, name: str) -> bool:
+    """Whether a client asking for name reaches this server (by server_name, or as the default
+    server of its port when no server_name is given or it is the catch-all `_`)."""
+    names = [n.lower() for n in server.names]
+    if name.lower() in names or any(n.startswith("*.") and name.lower().endswith(n[1:])
+                                    for n in names):
+        return True
+    return server.default or not names or names == ["_"]
 
 
 def server_names(directives: list[Directive]) -> list[str]:

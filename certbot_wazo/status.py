@@ -90,6 +90,7 @@ def check(deployment: Deployment, config_dir: Path,
         return report
     report.hostname = deployment.settings.hostname or _default_name(pair)
     _check_endpoints(deployment, pair, report)
+    _check_nginx_foreign(host, pair, report)
     family = host.family()
     if report.generation == LEGACY and pair.leaf.issuer != pair.leaf.subject and \
             (family is None or family.overrides or deployment.settings.profile == LEGACY
@@ -102,6 +103,29 @@ def check(deployment: Deployment, config_dir: Path,
                                f"{failure.get('failed_at', '?')}: {failure.get('error', '?')} "
                                "(`certbot-wazo retry` deploys it; certbot.timer runs it twice a day)")
     return report
+
+
+def _check_nginx_foreign(host: Host, pair: Pair, report: Report) -> None:
+    """nginx answering for the name with a certificate file of its own that is not the pair."""
+    if not report.hostname:
+        return
+    try:
+        servers = host.nginx_foreign(report.hostname)
+    except WazoError as exc:
+        report.problems.append(str(exc))
+        return
+    for server in servers:
+        path = host.path(server.certificates[0])
+        try:
+            served = load_chain(path.read_bytes()[:1024 * 1024], path)[0]
+        except (OSError, WazoError):
+            served = None
+        if served is None or served.public_bytes(Encoding.DER) != \
+                pair.leaf.public_bytes(Encoding.DER):
+            report.problems.append(
+                f"{server.path}:{server.line}: nginx serves {server.certificates[0]} for "
+                f"{report.hostname} on port {server.port}, not the installed Wazo certificate "
+                "(point ssl_certificate and ssl_certificate_key back at Wazo's pair)")
 
 
 def _peers_verifying(host: Host) -> bool:

@@ -150,3 +150,42 @@ def test_the_network_is_private() -> None:
     """The guard works: in here, loopback is the only interface (unshare --net)."""
     with open("/proc/self/net/dev", encoding="ascii") as stream:
         assert [line.split(":")[0].strip() for line in stream.readlines()[2:]] == ["lo"]
+
+
+@pytest.mark.parametrize("host", ["19.17", "25.17"], indirect=True)
+def test_nginx_on_its_own_certificate(host: SandboxHost, ca: CA, tmp_path: Path) -> None:
+    """An admin who followed upstream's page since 19.01 (certbot --nginx, or their own
+    ssl_certificate) has nginx serving another file: another certificate stops the deployment
+    before any change; the certificate being deployed is accepted, and nginx is probed."""
+    bundle = ca.trust_bundle(tmp_path / "trust.pem")
+    live = host.root / "etc/letsencrypt/live" / NAME
+    site = host.root / "etc/nginx/sites-available/wazo"
+    crt_dir = json.loads((host.root / "etc/sandbox.json").read_text())
+    wazo_crt = next(line.split()[1].rstrip(";") for line in site.read_text().splitlines()
+                    if line.strip().startswith("ssl_certificate "))
+    other = ca.issue(tmp_path / "other", names=[NAME])
+    live.mkdir(parents=True)
+    for source_file, name in ((other[0], "fullchain.pem"), (other[1], "privkey.pem")):
+        (live / name).write_bytes(source_file.read_bytes())
+    site.write_text(site.read_text()
+                    .replace(f"ssl_certificate {wazo_crt};",
+                             f"ssl_certificate /etc/letsencrypt/live/{NAME}/fullchain.pem;")
+                    .replace(f"ssl_certificate_key {wazo_crt[:-4]}.key;",
+                             f"ssl_certificate_key /etc/letsencrypt/live/{NAME}/privkey.pem;"))
+    assert host.run("systemctl", "reload", "nginx").returncode == 0
+    before = {p: p.read_bytes() for p in (host.root / "usr/share").rglob("server.*")}
+
+    pair = ca.issue(tmp_path / "pair", names=[NAME])
+    refused = _deploy(host, pair, bundle)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().startswith(f"{site}:") and "nginx serves" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in before} == before
+
+    for source_file, name in ((pair[0], "fullchain.pem"), (pair[1], "privkey.pem")):
+        (live / name).write_bytes(source_file.read_bytes())
+    assert host.run("systemctl", "reload", "nginx").returncode == 0
+    result = _deploy(host, pair, bundle)
+    assert result.returncode == 0, result.stderr
+    assert host.served_cert("nginx") == _leaf_der(pair[0])
+    assert crt_dir["release"] in ("19.17", "25.17")

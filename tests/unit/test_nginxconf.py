@@ -68,3 +68,28 @@ def test_consul_d_https_listener(legacy_root: Path) -> None:
     (consul_d / "10-wazo.json").write_text('{"ports": {"https": 8501}}')
     (consul_d / "20-tls.json").write_text(f'{{"cert_file": "{WAZO_CRT}"}}')
     assert Endpoint("127.0.0.1", 8501, "consul") in Host(legacy_root).endpoints()
+
+
+def _site_with(legacy_root: Path, cert: str, names: str = "") -> None:
+    site = legacy_root / "etc/nginx/sites-enabled/xivo"
+    text = site.read_text().replace(f"ssl_certificate {WAZO_CRT};", f"ssl_certificate {cert};")
+    if names:
+        text = text.replace("server {", f"server {{\n    server_name {names};", 1)
+    site.write_text(text)
+
+
+def test_nginx_serving_another_file_is_foreign(legacy_root: Path) -> None:
+    """certbot --nginx rewrites the site's ssl_certificate (wazo-platform.org's page since 19.01)."""
+    _site_with(legacy_root, "/etc/letsencrypt/live/wazo.example.test/fullchain.pem")
+    host = Host(legacy_root)
+    foreign = host.nginx_foreign("wazo.example.test")
+    assert {(s.port, s.certificates[0]) for s in foreign} == {
+        (443, "/etc/letsencrypt/live/wazo.example.test/fullchain.pem")}
+    assert all(e.unit != "nginx" for e in host.endpoints())
+
+
+def test_a_vhost_for_another_name_is_not_foreign(legacy_root: Path) -> None:
+    site = legacy_root / "etc/nginx/sites-enabled/other"
+    site.write_text("server {\n listen 443 ssl;\n server_name mail.example.test;\n"
+                    " ssl_certificate /etc/ssl/mail.pem;\n}\n")
+    assert Host(legacy_root).nginx_foreign("wazo.example.test") == []
