@@ -220,6 +220,24 @@ class Host:
                           v in cert_paths for key in ("verify_certificate", "verify")
                           for v in wazoconfig.walk_values(conf, key)))
 
+    def verifying_sections(self) -> dict[str, str]:
+        """Client sections (section name -> its verification key) that some daemon verifies
+        against Wazo's server.crt: what the overrides must switch to the system trust store.
+
+        :raises HostError: a daemon configuration is malformed
+        """
+        cert_paths = self.cert_paths()
+        found: dict[str, str] = {}
+        for unit, conf in self.daemon_configs().items():
+            if unit in MODERN_TLS_UNITS:
+                continue
+            for section, value in conf.items():
+                if isinstance(value, dict):
+                    for key in ("verify_certificate", "verify"):
+                        if value.get(key) in cert_paths:
+                            found.setdefault(str(section), key)
+        return found
+
     # -- endpoints ----------------------------------------------------------------------------
     def endpoints(self) -> list[Endpoint]:
         """The TLS endpoints serving the pair, from the host's configuration.
@@ -377,6 +395,12 @@ def _https_section(conf: dict[str, object], cert_paths: set[str]) -> Optional[di
     releases put certificate and port there), or websocket with ssl (xivo-websocketd)."""
     rest_api = conf.get("rest_api")
     candidates = [rest_api.get("https"), rest_api] if isinstance(rest_api, dict) else []
+    # wazo-provd (19.03-20.08) spells it rest_api: ip, port, ssl, ssl_certfile, ssl_keyfile.
+    if isinstance(rest_api, dict) and rest_api.get("ssl") is True and \
+            rest_api.get("ssl_certfile") in cert_paths:
+        candidates.append({"listen": rest_api.get("ip", "0.0.0.0"), "port": rest_api.get("port"),
+                           "certificate": rest_api["ssl_certfile"],
+                           "private_key": rest_api.get("ssl_keyfile")})
     websocket = conf.get("websocket")
     # wazo-websocketd serves TLS whenever its websocket section names a certificate (its code
     # default up to 20.08, wazo-platform/wazo-websocketd */config.py); no `ssl` switch.

@@ -31,14 +31,19 @@ def desired_overrides(host: Host, hostname: str) -> FileState:
         raise HostError(f"{path}: is a symlink (replace it with a regular file)")
     data: dict[str, Any] = wazoconfig.load_yaml(path) if current.kind == FILE else {}
     changed = current.kind == ABSENT
-    for section in SECTIONS:
+    # Upstream's list, plus every section a daemon of this host verifies against server.crt
+    # (e.g. wazo-confd's provd client at 19.x, a code default upstream's page never listed).
+    sections = dict.fromkeys(SECTIONS, "")
+    sections.update((s, k) for s, k in host.verifying_sections().items() if s not in sections)
+    for section, verify_key in sections.items():
         entry = data.get(section)
         if entry is None:
             entry = {}
         if not isinstance(entry, dict):
             raise HostError(f"{path}: section '{section}' is not a mapping (make it "
                             f"'{section}:' followed by indented keys, or remove it)")
-        wanted = {"host": hostname, "verify" if section == "consul" else "verify_certificate": True}
+        key = verify_key or ("verify" if section == "consul" else "verify_certificate")
+        wanted = {"host": hostname, key: True}
         for key, value in wanted.items():
             if entry.get(key) != value or section not in data:
                 entry[key] = value

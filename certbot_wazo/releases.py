@@ -103,6 +103,13 @@ def _listener(section: str, port: int) -> dict[str, Any]:
     return {"rest_api": {"https": listen} if section == "rest_api.https" else listen}
 
 
+_PROVD = {"rest_api": {"ip": "127.0.0.1", "port": 8666, "ssl": True,
+                        "ssl_certfile": "/usr/share/xivo-certs/server.crt",
+                        "ssl_keyfile": "/usr/share/xivo-certs/server.key"}}
+
+_CONFD_PROVD = {"provd": {"host": "localhost", "port": 8666,
+                          "verify_certificate": "/usr/share/xivo-certs/server.crt"}}
+
 CODE_DEFAULTS: dict[str, list[tuple[Version, Version, dict[str, Any]]]] = {
     # wazo-platform/wazo-websocketd xivo_websocketd/config.py _DEFAULT_CONFIG['websocket'],
     # tags xivo-16.02 .. wazo-20.08 (wazo_websocketd/config.py from 19.xx): the packaged
@@ -113,14 +120,33 @@ CODE_DEFAULTS: dict[str, list[tuple[Version, Version, dict[str, Any]]]] = {
     # 20.04), certificate directly under rest_api (20.05 .. 20.08).
     "wazo-plugind": [((17, 5), (20, 4), _listener("rest_api.https", 9503)),
                      ((20, 5), (20, 8), _listener("rest_api", 9503))],
+    # wazo-platform/wazo-provd provd/config.py rest_api (wazo-19.03 .. wazo-20.08): HTTPS on
+    # 8666 with the pair, under its own key names; the packaged config.yml sets only ip/port.
+    "xivo-provd": [((19, 3), (20, 8), _PROVD)],
+    "wazo-provd": [((19, 3), (20, 8), _PROVD)],
+    # wazo-platform/wazo-confd wazo_confd/config.py _DEFAULT_CONFIG['provd'] (wazo-19.02 ..
+    # wazo-20.08): confd calls provd on 8666 verifying server.crt, which no packaged file says
+    # and upstream's custom-certificate.yml never listed.
+    "wazo-confd": [((19, 2), (20, 8), _CONFD_PROVD)],
+    "xivo-confd": [((19, 2), (20, 8), _CONFD_PROVD)],
 }
 
 
 def code_defaults(unit: str, version: Optional[Version]) -> dict[str, Any]:
-    """The code defaults of unit at a release (empty when unknown)."""
+    """The code defaults of unit at a release that matter here (empty when unknown)."""
+    merged: dict[str, Any] = {}
     if version is None:
-        return {}
+        return merged
     for first, last, defaults in CODE_DEFAULTS.get(unit, []):
         if first <= version <= last:
-            return defaults
-    return {}
+            merged = _merge(merged, defaults)
+    return merged
+
+
+def _merge(first: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(later)
+    for key, value in first.items():
+        old = merged.get(key)
+        merged[key] = _merge(value, old) if isinstance(value, dict) and \
+            isinstance(old, dict) else value
+    return merged

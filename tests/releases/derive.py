@@ -33,8 +33,9 @@ DAEMON_REPOS = ("wazo-auth", "wazo-confd", "wazo-dird", "wazo-amid", "wazo-agent
                 "wazo-phoned", "wazo-provd", "wazo-sysconfd", "wazo-chatd", "wazo-setupd",
                 "wazo-agid", "wazo-dxtora", "wazo-confgend", "xivo-confgend")
 # Keys of a section that make it a TLS listener or a TLS client of a peer.
-TLS_KEYS = {"certificate", "private_key", "verify_certificate", "verify", "ssl", "https"}
-SIBLINGS = {"listen", "port", "host", "enabled"}
+TLS_KEYS = {"certificate", "private_key", "verify_certificate", "verify", "ssl", "https",
+            "ssl_certfile", "ssl_keyfile"}
+SIBLINGS = {"listen", "ip", "port", "host", "enabled"}
 # Debian release of each Wazo release, kept as stated facts because no packaged file names it
 # (debian/changelog distributions are stale): jessie from XiVO 15.20, stretch in 18.x, buster
 # from 19.x (wazo-platform/wazo-dist-upgrade bin/wazo-dist-upgrade-buster-check), bullseye from
@@ -175,6 +176,10 @@ def listener(config: dict[str, Any]) -> Optional[dict[str, Any]]:
     rest = config.get("rest_api") if isinstance(config.get("rest_api"), dict) else {}
     candidates = [("rest_api.https", rest.get("https")), ("rest_api", rest),
                   ("websocket", config.get("websocket"))]
+    if rest.get("ssl") is True and isinstance(rest.get("ssl_certfile"), str):  # wazo-provd
+        return {"section": "rest_api", "listen": rest.get("ip", "0.0.0.0"),
+                "port": rest.get("port"), "certificate": rest["ssl_certfile"],
+                "private_key": rest.get("ssl_keyfile")}
     for section, value in candidates:
         if isinstance(value, dict) and isinstance(value.get("certificate"), str) and \
                 value.get("enabled", True) not in (False, "false") and \
@@ -209,8 +214,8 @@ def daemon(up: Upstream, repo: str, tag: str, unit: str, files: list[str],
         layers[path] = data
         entry["files"].append(record)
     package = unit.replace("-", "_")
-    module = next((f for f in (f"{package}/config.py", f"{package}/bin/config.py")
-                   if f in files), None)
+    module = next((f for f in (f"{package}/config.py", f"{package}/bin/config.py",
+                               "provd/config.py") if f in files), None)
     defaults: dict[str, Any] = {}
     if module:
         found = code_defaults(up.show(repo, tag, module) or "")

@@ -66,6 +66,10 @@ def daemon_listener(root: Path, unit: str) -> tuple[str, int, ssl.SSLContext | N
     config = daemon_config(root, unit)
     rest = config.get("rest_api", {})
     candidates = [rest.get("https"), rest, config.get("websocket")]
+    if rest.get("ssl") is True and rest.get("ssl_certfile"):  # wazo-provd's own key names
+        candidates.insert(0, {"listen": rest.get("ip", "127.0.0.1"), "port": rest["port"],
+                              "certificate": rest["ssl_certfile"],
+                              "private_key": rest["ssl_keyfile"]})
     for section in candidates:
         if isinstance(section, dict) and section.get("certificate") and \
                 section.get("enabled", True) is not False and section.get("ssl", True) is not False:

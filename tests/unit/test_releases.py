@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from certbot_wazo import releases, wazoconfig
+from certbot_wazo import overrides, releases, wazoconfig
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "releases"
 RELEASES = sorted(p.stem for p in CORPUS.glob("*.yml"))
@@ -35,8 +35,8 @@ def test_code_default_listeners_are_known_to_the_product(release: str) -> None:
             section: Any = defaults
             for part in listener["section"].split("."):
                 section = section[part]
-            assert (section["port"], section["certificate"]) == \
-                (listener["port"], listener["certificate"]), daemon["unit"]
+            assert (section["port"], section.get("certificate", section.get("ssl_certfile"))) \
+                == (listener["port"], listener["certificate"]), daemon["unit"]
         elif listener is None:
             assert not defaults, f"{daemon['unit']} has no TLS listener at {release}"
 
@@ -83,3 +83,20 @@ def test_hidden_values_are_never_run() -> None:
         loaded.dispose()
     assert str(data["a"]) == "!exec rm -rf /"
     assert isinstance(data["b"], wazoconfig.Hidden)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_every_section_verifying_server_crt_is_known(release: str) -> None:
+    """What the overrides must switch (every client section verifying server.crt, in files or
+    code defaults) is what the product can see on a host: upstream's list, the packaged files,
+    or releases.CODE_DEFAULTS."""
+    version = releases.parse_version(release)
+    for daemon in _facts(release)["daemons"]:
+        in_files = {k.rsplit(".", 1)[0] for record in daemon["files"]
+                    for k, v in record["values"].items()
+                    if k.endswith(("verify_certificate", ".verify")) and
+                    str(v).endswith("/server.crt")}
+        known = set(overrides.SECTIONS) | in_files | set(
+            releases.code_defaults(daemon["unit"], version))
+        for dotted in daemon["verifies_server_crt"]:
+            assert dotted.rsplit(".", 1)[0] in known, (daemon["unit"], dotted)
