@@ -206,6 +206,11 @@ class Host:
                 return LEGACY
             if _https_section(conf, cert_paths) is not None:
                 return LEGACY
+        # The overrides hide the verify_certificate values that made the host legacy (their
+        # `verify_certificate: True` wins over the packaged server.crt): a host that carries
+        # them stays legacy, so its renewals take the legacy path.
+        if any((d / "conf.d" / LINK_NAME).is_symlink() for d in self.daemon_dirs()):
+            return LEGACY
         return MODERN
 
     def peers_verifying_pair(self) -> list[str]:

@@ -114,9 +114,12 @@ def restart_commands(host: Host, generation: str) -> list[list[str]]:
     commands = [[systemctl, "reload", "nginx"]]
     if host.path("/etc/wazo-phoned").is_dir():
         commands.append([systemctl, "restart", "wazo-phoned"])
+    endpoints = host.endpoints()
     asterisk = host.command("asterisk")
-    if asterisk is not None and any(e.unit == "asterisk" for e in host.endpoints()):
+    if asterisk is not None and any(e.unit == "asterisk" for e in endpoints):
         commands.append([str(asterisk), "-rx", "module reload http"])  # a reload, not a restart
+    if any(e.unit == "consul" for e in endpoints):  # consul 8501 (wazo-consul-config, < 22.17)
+        commands.append([systemctl, "restart", "consul"])
     return commands
 
 

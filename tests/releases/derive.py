@@ -76,6 +76,15 @@ class Upstream:
         out = self._git(repo, "ls-tree", "-r", "--name-only", tag)
         return out.splitlines() if out else []
 
+    def commit_before(self, repo: str, date: str) -> Optional[str]:
+        """The commit of repo's default branch in force on date (for untagged repositories)."""
+        out = self._git(repo, "rev-list", "-1", f"--before={date}", "HEAD")
+        return out.strip() or None if out else None
+
+    def date(self, repo: str, tag: str) -> Optional[str]:
+        out = self._git(repo, "log", "-1", "--format=%cI", tag)
+        return out.strip() or None if out else None
+
     def tag(self, repo: str, release: str) -> Optional[str]:
         """The tag a host of release has of repo: the release's own, else the newest before it
         (a repository is not tagged at a release in which it did not change)."""
@@ -230,6 +239,9 @@ def daemon(up: Upstream, repo: str, tag: str, unit: str, files: list[str],
         where = "code default" if listener(deep_merge(*conf_d, main)) is None else "files"
         found_listener["decided_by"] = where
     entry["listener"] = found_listener
+    links = consul_links(up, repo, tag, unit)
+    if links:
+        entry["consul_links"] = links
     entry["verifies_server_crt"] = sorted(
         k for k, v in tls_leaves(effective)
         if k.endswith(("verify_certificate", ".verify")) and isinstance(v, str)
@@ -337,6 +349,44 @@ def version_file(up: Upstream, tag: str) -> Optional[dict[str, Any]]:
             "source": source("wazo-platform", tag, "debian/rules")}
 
 
+def consul(up: Upstream, release: str) -> Optional[dict[str, Any]]:
+    """consul's TLS listener: the configuration wazo-consul-config's postinst writes (the
+    repository has no tags: the commit in force at the release's xivo-config tag is cited)."""
+    tag = up.tag("wazo-platform", release)
+    control = up.show("wazo-platform", tag, "debian/control") if tag else None
+    if not control or not re.search(r"[\s,](consul|wazo-consul-config)[\s,(]", control):
+        return None
+    date = up.date("xivo-config", tag_of(release))
+    commit = up.commit_before("wazo-consul-config", date) if date else None
+    if commit is None:
+        return None
+    for path in ("debian/wazo-consul-config.postinst", "debian/consul.postinst"):
+        text = up.show("wazo-consul-config", commit, path)
+        if not text:
+            continue
+        config = re.search(r'DEFAULT_CONFIG="([^"]+)"', text)
+        port = re.search(r'"https": (\d+)', text)
+        cert = re.search(r'"cert_file": "([^"]+)"', text)
+        key = re.search(r'"key_file": "([^"]+)"', text)
+        client = re.search(r'DEFAULT_XIVO_CONSUL_CONFIG="[^"]*?([^/"]+)"', text)
+        verify = re.search(r"verify: (\S+)", text)
+        if not (config and port and cert):
+            return None
+        return {"config_file": config.group(1), "https_port": int(port.group(1)),
+                "cert_file": cert.group(1), "key_file": key.group(1) if key else None,
+                "client_file": f"/var/lib/consul/{client.group(1)}" if client else None,
+                "client_verify": verify.group(1) if verify else None,
+                "source": {"repo": f"{ORG}/wazo-consul-config", "commit": commit, "path": path}}
+    return None
+
+
+def consul_links(up: Upstream, repo: str, tag: str, unit: str) -> list[str]:
+    """conf.d links a daemon's package ships to consul's generated client file."""
+    text = up.show(repo, tag, f"debian/{unit}.links") or up.show(repo, tag, "debian/links") or ""
+    return [line.split()[1] for line in text.splitlines()
+            if len(line.split()) == 2 and "default_xivo_consul_config" in line.split()[0]]
+
+
 def endpoints(facts: dict[str, Any]) -> list[dict[str, Any]]:
     """The table: every TLS endpoint the release's services serve with the Wazo pair."""
     table = []
@@ -361,6 +411,10 @@ def endpoints(facts: dict[str, Any]) -> list[dict[str, Any]]:
                     port = int(words[0].rsplit(":", 1)[-1])
                     table.append({"unit": "nginx", "port": port, "address": words[0],
                                   "source": dict(site["source"], key=f"listen {listen}")})
+    consul_facts = facts.get("consul")
+    if consul_facts and str(consul_facts["cert_file"]).startswith(wazo_dirs):
+        table.append({"unit": "consul", "port": consul_facts["https_port"], "address": "0.0.0.0",
+                      "source": dict(consul_facts["source"], key='"https"')})
     ast_facts = facts.get("asterisk")
     if ast_facts and ast_facts["values"].get("tlsenable", "no").lower() in ("yes", "true") and \
             ast_facts["values"].get("tlscertfile", "").startswith(wazo_dirs):
@@ -387,6 +441,9 @@ def derive(up: Upstream, release: str) -> dict[str, Any]:
             if value is not None:
                 facts[name] = value
                 break
+    found_consul = consul(up, release)
+    if found_consul:
+        facts["consul"] = found_consul
     fallback = facts.pop("certs_fallback", None)
     if "certs" not in facts and fallback:
         facts["certs"] = fallback
@@ -398,6 +455,11 @@ def derive(up: Upstream, release: str) -> dict[str, Any]:
             if entry["unit"] not in seen:
                 seen.add(entry["unit"])
                 facts["daemons"].append(entry)
+    if found_consul and found_consul["client_verify"]:
+        for entry in facts["daemons"]:  # the packaged 050 link gives them consul's client file
+            if entry.get("consul_links") and "consul.verify" not in entry["verifies_server_crt"]:
+                entry["verifies_server_crt"] = sorted([*entry["verifies_server_crt"],
+                                                       "consul.verify"])
     facts["endpoints"] = endpoints(facts)
     return facts
 

@@ -104,6 +104,27 @@ def _nginx_site(release: dict[str, Any]) -> str:
     return "\n".join(blocks)
 
 
+def _consul(root: Path, release: dict[str, Any], layout: Layout) -> None:
+    """consul's JSON configuration and the client file the daemons' packaged links point at."""
+    consul = release.get("consul")
+    if not consul:
+        return
+    write(root / consul["config_file"].lstrip("/"), json.dumps({
+        "ports": {"https": consul["https_port"]}, "cert_file": consul["cert_file"],
+        "key_file": consul["key_file"], "addresses": {"https": "0.0.0.0"}}))
+    client: dict[str, Any] = {"host": "localhost", "scheme": "http", "port": 8500}
+    if consul["client_verify"]:
+        client = {"host": "localhost", "scheme": "https", "port": consul["https_port"],
+                  "verify": consul["client_verify"]}
+    if consul["client_file"]:
+        write(root / consul["client_file"].lstrip("/"), yaml.safe_dump({"consul": client}))
+        for daemon in release["daemons"]:
+            for link in daemon.get("consul_links", []):
+                (root / link.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+                (root / link.lstrip("/")).symlink_to(consul["client_file"])
+    layout.units["consul"] = "daemon"
+
+
 def _asterisk(root: Path, release: dict[str, Any], layout: Layout) -> None:
     values = dict(release.get("asterisk", {}).get("values", {}))
     text = "[general]\n" + "".join(f"{k}={v}\n" for k, v in values.items())
@@ -127,6 +148,7 @@ def build_release(root: Path, release: str, name: str = "wazo.example.test") -> 
     write(root / data["version_file"]["path"].lstrip("/"), f"{release}\n")
     units = _daemons(root, data, layout)
     _asterisk(root, data, layout)
+    _consul(root, data, layout)
     make_nginx(root, f"/{crt_dir.lstrip('/')}", 443, layout)
     (root / "etc/nginx/sites-available/wazo").write_text(_nginx_site(data))
     make_stubs(root)
@@ -141,9 +163,10 @@ def build_release(root: Path, release: str, name: str = "wazo.example.test") -> 
                 str(row["address"]).isdigit() else f"{row['address'].rsplit(':', 1)[0]}:{row['port']}"
     layout.endpoints = endpoints
     served = [u for u, kind in layout.units.items() if kind != "noop"]
-    groups = {"all": ["nginx", *units, *(["asterisk"] if "asterisk" in layout.units else [])]}
+    groups = {"all": ["nginx", *(["consul"] if "consul" in layout.units else []), *units,
+                      *(["asterisk"] if "asterisk" in layout.units else [])]}
     groups["default"] = groups["wazo"] = groups["xivo"] = [u for u in groups["all"]
-                                                           if u != "nginx"]
+                                                           if u not in ("nginx", "consul")]
     write(root / STATE_FILE, json.dumps({
         "generation": generation, "name": name, "units": layout.units, "served": served,
         "endpoints": endpoints, "groups": groups, "release": release}, indent=2))

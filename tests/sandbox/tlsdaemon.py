@@ -79,6 +79,16 @@ def daemon_listener(root: Path, unit: str) -> tuple[str, int, ssl.SSLContext | N
     return str(section.get("listen", "127.0.0.1")), int(section["port"]), None
 
 
+def consul_listener(root: Path) -> tuple[str, int, ssl.SSLContext | None]:
+    """consul's HTTPS listener from its *.json files (later files win), as consul reads them."""
+    merged: dict[str, Any] = {}
+    for directory in ("etc/consul/xivo", "etc/consul.d"):
+        for path in sorted((root / directory).glob("*.json")):
+            merged.update(json.loads(path.read_text()))
+    context = load_context(root, "consul", merged["cert_file"], merged["key_file"])
+    return "127.0.0.1", int(merged["ports"]["https"]), context
+
+
 def asterisk_listener(root: Path) -> tuple[str, int, ssl.SSLContext | None]:
     """Where asterisk's HTTP server listens per http.conf, and its TLS context."""
     conf = read_ini_section(under(root, "/etc/asterisk/http.conf"))
@@ -97,7 +107,8 @@ def main(root: Path, unit: str) -> int:
         (state / "asterisk.http-conf-stamp").write_text(
             f"{http_conf.stat().st_size}:{http_conf.stat().st_mtime_ns}")
     try:
-        host, port, context = asterisk_listener(root) if unit == "asterisk" else daemon_listener(root, unit)
+        host, port, context = asterisk_listener(root) if unit == "asterisk" else \
+            consul_listener(root) if unit == "consul" else daemon_listener(root, unit)
         server = Server((host, port), Handler)
     except (OSError, KeyError, ValueError, ssl.SSLError) as exc:
         print(f"{unit}: cannot start: {exc!r}", flush=True)
