@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -118,12 +119,32 @@ def _update(original: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return updated
 
 
-def conf_d_files(conf_d: Path) -> list[Path]:
-    """The files a Wazo daemon reads from conf.d: *.yml, no dotfiles, sorted by name."""
+def in_root(path: Path, under: Callable[[str], Path]) -> Path:
+    """path with its symbolic links followed inside the host's root (an absolute link target,
+    such as the packaged /etc/wazo-auth/conf.d/050-xivo-consul-config.yml, names a Wazo path)."""
+    root = str(under("/")).rstrip("/")
+    for _ in range(40):
+        if not path.is_symlink():
+            return path
+        target = os.readlink(path)
+        path = under(target) if target.startswith("/") else path.parent / target
+        if root and not os.path.normpath(path).startswith(root + "/"):
+            path = under(os.path.normpath(path))
+    return path
+
+
+def conf_d_files(conf_d: Path, under: Optional[Callable[[str], Path]] = None) -> list[Path]:
+    """The files a Wazo daemon reads from conf.d: *.yml, no dotfiles, sorted by name (each
+    with its links followed inside the root)."""
     if not conf_d.is_dir():
         return []
-    return sorted(p for p in conf_d.iterdir()
-                  if p.name.endswith(".yml") and not p.name.startswith(".") and p.exists())
+    found = []
+    for path in sorted(conf_d.iterdir()):
+        if path.name.endswith(".yml") and not path.name.startswith("."):
+            real = in_root(path, under) if under is not None else path
+            if real.exists():
+                found.append(real)
+    return found
 
 
 @dataclasses.dataclass
@@ -157,7 +178,7 @@ def daemon_config(directory: Path, under: Callable[[str], Path],
     layers: list[dict[str, Any]] = []
     skipped: list[str] = []
     computed: list[Hidden] = []
-    for path in conf_d_files(conf_d):
+    for path in conf_d_files(conf_d, under):
         try:
             layer = load_yaml(path, packaged)
         except HostError as exc:

@@ -148,3 +148,16 @@ def test_whole_file_exec_is_a_computed_layer_not_an_error(legacy_root: Path) -> 
     assert Endpoint("127.0.0.1", 9497, "xivo-auth") in host.endpoints()
     assert [str(h) for h in host.computed] == ["!exec wazo-confgen x/config.yml"]
     assert not host.warnings
+
+
+def test_absolute_conf_d_links_are_followed_inside_the_root(legacy_root: Path) -> None:
+    """Packages ship conf.d links with absolute targets (wazo-auth's debian/wazo-auth.links:
+    /var/lib/consul/default_xivo_consul_config.yml, wazo-19.17): read under the root, never
+    the machine's own file."""
+    client = legacy_root / "var/lib/consul/default_xivo_consul_config.yml"
+    client.parent.mkdir(parents=True)
+    client.write_text("consul:\n  verify: /usr/share/xivo-certs/server.crt\n")
+    (legacy_root / "etc/wazo-plugind/conf.d/050-xivo-consul-config.yml").symlink_to(
+        "/var/lib/consul/default_xivo_consul_config.yml")
+    conf = Host(legacy_root).daemon_configs()["wazo-plugind"]
+    assert conf["consul"] == {"verify": "/usr/share/xivo-certs/server.crt"}
