@@ -253,25 +253,45 @@ def daemon(up: Upstream, repo: str, tag: str, unit: str, files: list[str],
 def nginx_site(up: Upstream, tag: str) -> Optional[dict[str, Any]]:
     for repo, path in ((r, f"etc/nginx/sites-available/{n}") for r in
                        ("wazo-nginx", "xivo-web-interface") for n in ("wazo", "xivo")):
-        text = up.show(repo, tag, path)
-        if text is None:
-            continue
-        directives = nginxconf.parse(text, path)
-        servers = []
-        for server in (d for d in directives if d.name == "server" and d.block is not None):
-            block = server.block or []
-            servers.append({
-                "listen": [" ".join(d.args) for d in block if d.name == "listen"],
-                "ssl_on": any(d.name == "ssl" and d.args[:1] == ["on"] for d in block),
-                "ssl_certificate": next((d.args[0] for d in block
-                                         if d.name == "ssl_certificate"), None),
-                "ssl_certificate_key": next((d.args[0] for d in block
-                                             if d.name == "ssl_certificate_key"), None),
-                "includes": [d.args[0] for d in block if d.name == "include"],
-                "redirect": any(d.name == "return" and d.args[:1] == ["301"] for d in block),
-            })
-        return {"path": "/" + path, "source": source(repo, tag, path), "servers": servers}
+        found = _site(up, repo, tag, path)
+        if found is not None:
+            return found
     return None
+
+
+def extra_sites(up: Upstream, repo: str, tag: str) -> list[dict[str, Any]]:
+    """nginx sites a daemon's package ships and enables itself (xivo-confd's at 15.12)."""
+    links = " ".join(up.show(repo, tag, f) or "" for f in up.files(repo, tag)
+                     if f.startswith("debian/") and f.endswith("links"))
+    found = []
+    for path in up.files(repo, tag):
+        if path.startswith("etc/nginx/sites-available/"):
+            site = _site(up, repo, tag, path)
+            name = path.rsplit("/", 1)[-1]
+            if site is not None and f"etc/nginx/sites-enabled/{name}" in links:
+                found.append(site)
+    return found
+
+
+def _site(up: Upstream, repo: str, tag: str, path: str) -> Optional[dict[str, Any]]:
+    text = up.show(repo, tag, path)
+    if text is None:
+        return None
+    directives = nginxconf.parse(text, path)
+    servers = []
+    for server in (d for d in directives if d.name == "server" and d.block is not None):
+        block = server.block or []
+        servers.append({
+            "listen": [" ".join(d.args) for d in block if d.name == "listen"],
+            "ssl_on": any(d.name == "ssl" and d.args[:1] == ["on"] for d in block),
+            "ssl_certificate": next((d.args[0] for d in block
+                                     if d.name == "ssl_certificate"), None),
+            "ssl_certificate_key": next((d.args[0] for d in block
+                                         if d.name == "ssl_certificate_key"), None),
+            "includes": [d.args[0] for d in block if d.name == "include"],
+            "redirect": any(d.name == "return" and d.args[:1] == ["301"] for d in block),
+        })
+    return {"path": "/" + path, "source": source(repo, tag, path), "servers": servers}
 
 
 def asterisk(up: Upstream, tag: str) -> Optional[dict[str, Any]]:
@@ -402,9 +422,11 @@ def endpoints(facts: dict[str, Any]) -> list[dict[str, Any]]:
                           "address": found["listen"],
                           "source": {"repo": entry["repo"], "tag": entry["tag"], "path": where,
                                      "key": f"{found['section']}.port"}})
-    site = facts.get("nginx")
-    for server in site["servers"] if site else []:
-        if str(server.get("ssl_certificate", "")).startswith(wazo_dirs):
+    sites = ([facts["nginx"]] if facts.get("nginx") else []) + facts.get("nginx_extra", [])
+    for site in sites:
+        for server in site["servers"]:
+            if not str(server.get("ssl_certificate", "")).startswith(wazo_dirs):
+                continue
             for listen in server["listen"]:
                 words = listen.split()
                 if server["ssl_on"] or "ssl" in words[1:]:
@@ -451,6 +473,9 @@ def derive(up: Upstream, release: str) -> dict[str, Any]:
     seen: set[str] = set()
     for repo in DAEMON_REPOS:
         tag = up.tag(repo, release)
+        extra = extra_sites(up, repo, tag) if tag else []
+        if extra:
+            facts.setdefault("nginx_extra", []).extend(extra)
         for entry in daemons(up, repo, tag) if tag else []:
             if entry["unit"] not in seen:
                 seen.add(entry["unit"])

@@ -87,9 +87,9 @@ def _daemons(root: Path, release: dict[str, Any], layout: Layout) -> list[str]:
     return units
 
 
-def _nginx_site(release: dict[str, Any]) -> str:
+def _nginx_site(site: dict[str, Any]) -> str:
     blocks = []
-    for server in release["nginx"]["servers"]:
+    for server in site["servers"]:
         lines = [f"    listen {listen};" for listen in server["listen"]]
         lines.append("    server_name _;")
         if server["ssl_on"]:
@@ -150,15 +150,20 @@ def build_release(root: Path, release: str, name: str = "wazo.example.test") -> 
     _asterisk(root, data, layout)
     _consul(root, data, layout)
     make_nginx(root, f"/{crt_dir.lstrip('/')}", 443, layout)
-    (root / "etc/nginx/sites-available/wazo").write_text(_nginx_site(data))
+    (root / "etc/nginx/sites-available/wazo").write_text(_nginx_site(data["nginx"]))
+    for site in data.get("nginx_extra", []):  # sites a daemon's package enables itself
+        name = site["path"].rsplit("/", 1)[-1]
+        write(root / site["path"].lstrip("/"), _nginx_site(site))
+        (root / "etc/nginx/sites-enabled" / name).symlink_to(f"../sites-available/{name}")
     make_stubs(root)
     for directory in ("run/sandbox/faults", "var/log/sandbox", "var/lib/sandbox"):
         (root / directory).mkdir(parents=True, exist_ok=True)
     endpoints = {}
     for row in data["endpoints"]:
         # One probe per port: an IPv6 listen ([::]:443) of the same server adds no endpoint.
-        if row["unit"] not in endpoints:
-            endpoints[row["unit"]] = f"127.0.0.1:{row['port']}" \
+        key = row["unit"] if row["unit"] not in endpoints else f"{row['unit']}:{row['port']}"
+        if not any(a.endswith(f":{row['port']}") for a in endpoints.values()):
+            endpoints[key] = f"127.0.0.1:{row['port']}" \
                 if str(row["address"]).strip("[]") in ("0.0.0.0", "*", "::") or \
                 str(row["address"]).isdigit() else f"{row['address'].rsplit(':', 1)[0]}:{row['port']}"
     layout.endpoints = endpoints
