@@ -108,7 +108,8 @@ class Host:
                         or (directory / "conf.d").is_dir()):
                     continue
                 config = wazoconfig.daemon_config(directory, self.path, defaults,
-                                                  self.packaged_by)
+                                                  self.packaged_by,
+                                                  yml_only=version is None or version >= (15, 16))
                 self._warn(*(f"{skipped}; Wazo's daemons skip it too" for skipped in
                              config.skipped))
                 self.computed.extend(config.computed)

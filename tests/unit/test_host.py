@@ -161,3 +161,16 @@ def test_absolute_conf_d_links_are_followed_inside_the_root(legacy_root: Path) -
         "/var/lib/consul/default_xivo_consul_config.yml")
     conf = Host(legacy_root).daemon_configs()["wazo-plugind"]
     assert conf["consul"] == {"verify": "/usr/share/xivo-certs/server.crt"}
+
+
+def test_before_15_16_every_file_of_conf_d_is_read(legacy_root: Path) -> None:
+    """xivo-lib-python reads every non-dot file of conf.d up to xivo-15.15 (the *.yml filter
+    came in xivo-15.16): an admin's backup there is live configuration."""
+    backup = legacy_root / "etc/xivo-auth/conf.d/020-port.yml.bak"
+    backup.write_text("rest_api:\n  https:\n    port: 9999\n")
+    version = legacy_root / "usr/share/xivo/XIVO-VERSION"
+    version.parent.mkdir(parents=True)
+    version.write_text("15.15\n")
+    assert Endpoint("127.0.0.1", 9999, "xivo-auth") in Host(legacy_root).endpoints()
+    version.write_text("15.16\n")
+    assert Endpoint("127.0.0.1", 9497, "xivo-auth") in Host(legacy_root).endpoints()
