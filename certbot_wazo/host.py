@@ -46,6 +46,7 @@ class Host:
         # Read once per Host: a deployment reads them for the generation, the endpoints and the
         # gentle path; what it writes (010 links) changes no listener.
         self._configs: Optional[dict[str, dict[str, object]]] = None
+        self._packaged: Optional[dict[str, dict[str, object]]] = None
         self._nginx: Optional[list[nginxconf.Directive]] = None
         self._owners: Optional[dict[str, str]] = None
         # What Wazo itself would skip or what certbot-wazo cannot know (said, never fatal).
@@ -100,22 +101,37 @@ class Host:
         :raises HostError: a daemon's config.yml is malformed (the daemon cannot start either)
         """
         if self._configs is None:
-            configs: dict[str, dict[str, object]] = {}
-            version = self.version()
-            for directory in self.daemon_dirs():
-                defaults = releases.code_defaults(directory.name, version)
-                if not (defaults or (directory / "config.yml").is_file()
-                        or (directory / "conf.d").is_dir()):
-                    continue
-                config = wazoconfig.daemon_config(directory, self.path, defaults,
-                                                  self.packaged_by,
-                                                  yml_only=version is None or version >= (15, 16))
+            self._configs = self._read_configs()
+        return self._configs
+
+    def packaged_configs(self) -> dict[str, dict[str, object]]:
+        """Each daemon's configuration without the overrides' 010 link: what the packages (and
+        the admin's other files) say, which the overrides' `verify_certificate: True` hides.
+
+        :raises HostError: a daemon's config.yml is malformed
+        """
+        if self._packaged is None:
+            self._packaged = self._read_configs(skip=(LINK_NAME,))
+        return self._packaged
+
+    def _read_configs(self, skip: tuple[str, ...] = ()) -> dict[str, dict[str, object]]:
+        configs: dict[str, dict[str, object]] = {}
+        version = self.version()
+        for directory in self.daemon_dirs():
+            defaults = releases.code_defaults(directory.name, version)
+            if not (defaults or (directory / "config.yml").is_file()
+                    or (directory / "conf.d").is_dir()):
+                continue
+            config = wazoconfig.daemon_config(directory, self.path, defaults,
+                                              self.packaged_by,
+                                              yml_only=version is None or version >= (15, 16),
+                                              skip=skip)
+            if not skip:
                 self._warn(*(f"{skipped}; Wazo's daemons skip it too" for skipped in
                              config.skipped))
                 self.computed.extend(config.computed)
-                configs[directory.name] = config.values
-            self._configs = configs
-        return self._configs
+            configs[directory.name] = config.values
+        return configs
 
     def version(self) -> Optional[releases.Version]:
         """The Wazo release the host says it runs (its version file), None when unknown."""
@@ -200,18 +216,15 @@ class Host:
         if profile in (LEGACY, MODERN):
             return profile
         cert_paths = self.cert_paths()
-        for unit, conf in self.daemon_configs().items():
+        # Read without the overrides: their `verify_certificate: True` hides the server.crt
+        # that made the host legacy, and a renewal must take the same path as the migration.
+        for unit, conf in self.packaged_configs().items():
             if unit in MODERN_TLS_UNITS:
                 continue
             if any(v in cert_paths for v in wazoconfig.walk_values(conf, "verify_certificate")):
                 return LEGACY
             if _https_section(conf, cert_paths) is not None:
                 return LEGACY
-        # The overrides hide the verify_certificate values that made the host legacy (their
-        # `verify_certificate: True` wins over the packaged server.crt): a host that carries
-        # them stays legacy, so its renewals take the legacy path.
-        if any((d / "conf.d" / LINK_NAME).is_symlink() for d in self.daemon_dirs()):
-            return LEGACY
         return MODERN
 
     def peers_verifying_pair(self) -> list[str]:
@@ -221,7 +234,7 @@ class Host:
         :raises HostError: a daemon configuration is malformed
         """
         cert_paths = self.cert_paths()
-        return sorted(unit for unit, conf in self.daemon_configs().items()
+        return sorted(unit for unit, conf in self.packaged_configs().items()
                       if unit not in MODERN_TLS_UNITS and any(
                           v in cert_paths for key in ("verify_certificate", "verify")
                           for v in wazoconfig.walk_values(conf, key)))
@@ -234,7 +247,7 @@ class Host:
         """
         cert_paths = self.cert_paths()
         found: dict[str, str] = {}
-        for unit, conf in self.daemon_configs().items():
+        for unit, conf in self.packaged_configs().items():
             if unit in MODERN_TLS_UNITS:
                 continue
             for section, value in conf.items():

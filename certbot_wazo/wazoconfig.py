@@ -134,7 +134,7 @@ def in_root(path: Path, under: Callable[[str], Path]) -> Path:
 
 
 def conf_d_files(conf_d: Path, under: Optional[Callable[[str], Path]] = None,
-                 yml_only: bool = True) -> list[Path]:
+                 yml_only: bool = True, skip: tuple[str, ...] = ()) -> list[Path]:
     """The files a Wazo daemon reads from conf.d: *.yml (every file before XiVO 15.16: xivo-lib-
     python xivo/config_helper.py at xivo-15.15 has no suffix filter), no dotfiles, sorted by
     name, each with its links followed inside the root."""
@@ -142,7 +142,8 @@ def conf_d_files(conf_d: Path, under: Optional[Callable[[str], Path]] = None,
         return []
     found = []
     for path in sorted(conf_d.iterdir()):
-        if (path.name.endswith(".yml") or not yml_only) and not path.name.startswith("."):
+        if (path.name.endswith(".yml") or not yml_only) and not path.name.startswith(".") \
+                and path.name not in skip:
             real = in_root(path, under) if under is not None else path
             if real.exists():
                 found.append(real)
@@ -160,7 +161,8 @@ class DaemonConfig:
 
 def daemon_config(directory: Path, under: Callable[[str], Path],
                   defaults: Optional[dict[str, Any]] = None,
-                  packaged: Optional[Owner] = None, yml_only: bool = True) -> DaemonConfig:
+                  packaged: Optional[Owner] = None, yml_only: bool = True,
+                  skip: tuple[str, ...] = ()) -> DaemonConfig:
     """A daemon's effective configuration as xivo-lib-python's config_helper builds it:
     conf.d files in name order, then config.yml, then the daemon's code defaults; first wins.
 
@@ -180,7 +182,7 @@ def daemon_config(directory: Path, under: Callable[[str], Path],
     layers: list[dict[str, Any]] = []
     skipped: list[str] = []
     computed: list[Hidden] = []
-    for path in conf_d_files(conf_d, under, yml_only):
+    for path in conf_d_files(conf_d, under, yml_only, skip):
         try:
             layer = load_yaml(path, packaged)
         except HostError as exc:
