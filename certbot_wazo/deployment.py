@@ -382,14 +382,7 @@ class Deployment:
             desired.append((directory / "server.crt",
                             FileState.file(pair.chain_pem, crt_mode, 0, gid)))
         update_config = False
-        family = self.host.family()
-        # Upstream's page asked for the overrides from 15.18 to 18.14 only. Daemons of 19.x-21.x
-        # still verify server.crt (their packaged config.yml), so there too the overrides keep
-        # them working once server.crt is CA-issued; a forced --profile legacy, or an unknown
-        # release, keeps them as well.
-        overrides_wanted = generation == LEGACY and (
-            self.settings.profile == LEGACY or family is None or family.overrides
-            or bool(self.host.peers_verifying_pair()))
+        overrides_wanted = overrides.wanted(self.host, self.settings.profile, generation)
         if overrides_wanted:
             services.update_config_command(self.host)
             template = self.host.path(HOSTS_CUSTOM)
@@ -399,12 +392,31 @@ class Deployment:
             desired.append((template, hosts.desired_template(self.host, hostname)))
             update_config = read_state(template) != desired[-1][1] or \
                 self.host.resolves_to_loopback(hostname) is not None
+        migrating = False
+        if overrides.to_remove(self.host, self.settings.profile, generation):
+            removals, kept = overrides.leftovers(self.host)
+            leftover = hosts.leftover_template(self.host)
+            if leftover is not None:
+                services.update_config_command(self.host)
+                removals.append((self.host.path(HOSTS_CUSTOM), leftover))
+                update_config = True
+            for note in kept:
+                self.notify(note)
+            if removals:
+                self.notify(f"Removing the overrides of the pre-19.01 procedure, as upstream asks "
+                            f"from 19.01 ({len(removals)} file(s); `certbot-wazo revert` puts "
+                            "them back)")
+            desired.extend(removals)
+            migrating = bool(removals)
         changes = [(self._wazo_path(p), s) for p, s in _with_parents(desired, self.host.root)
                    if read_state(p) != s]
         endpoints = self._endpoints()
         endpoints += [e for e in self._nginx_serving(pair, hostname)
                       if all(e.port != known.port for known in endpoints)]
-        restarts = services.restart_commands(self.host, generation) if changes else []
+        # Removing the overrides is a configuration change of every daemon: upstream's revert
+        # ends with `wazo-service restart all`.
+        restarts = services.restart_commands(self.host, LEGACY if migrating else generation) \
+            if changes else []
         pair_files = {p for d in cert_dirs for p in (d / "server.crt", d / "server.key")}
         pair_only = bool(changes) and not update_config and \
             all(self.host.path(p) in pair_files for p, _ in changes)

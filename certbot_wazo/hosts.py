@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from certbot_wazo import wazoconfig
 from certbot_wazo.errors import HostError
@@ -54,3 +55,23 @@ def desired_template(host: Host, hostname: str) -> FileState:
         return current
     mode = current.mode if current.kind == FILE else 0o644
     return FileState.file(data, mode, current.uid, current.gid)
+
+
+def leftover_template(host: Host) -> Optional[FileState]:
+    """The custom hosts template when it is only the base one with the procedure's 127.0.0.1
+    mapping (its sed of 127.0.1.1, or a line naming the certificate), so that removing it
+    loses nothing of the admin's; None otherwise (absent, or holds more)."""
+    custom = host.path(HOSTS_CUSTOM)
+    current = read_state(custom)
+    if current.kind != FILE:
+        return None
+    try:
+        base = host.path(HOSTS_BASE).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    text = current.data.decode("utf-8", errors="replace")
+    mine = [line for line in text.split("\n") if line and MARK not in line]
+    procedure = [re.sub(r"^127\.0\.1\.1(?=\s)", "127.0.0.1", line) for line in base.split("\n")]
+    if mine in ([line for line in procedure if line], [line for line in base.split("\n") if line]):
+        return FileState.absent()
+    return None

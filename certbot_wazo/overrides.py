@@ -11,13 +11,35 @@ import yaml
 from certbot_wazo import wazoconfig
 from certbot_wazo.errors import HostError
 from certbot_wazo.files import ABSENT, FILE, LINK, FileState, read_state
-from certbot_wazo.host import CUSTOM_FILE, LINK_NAME, Host
+from certbot_wazo.host import CUSTOM_FILE, LEGACY, LINK_NAME, Host
 
 # Sections of the last upstream form of the procedure; consul spells its switch "verify".
 SECTIONS = ("consul", "agentd", "ajam", "amid", "auth", "confd", "call_logd", "ctid_ng", "dird",
             "plugind", "websocketd")
 HEADER = ("# Managed by certbot-wazo: services reach each other by the certificate's name and\n"
           "# verify it with the system trust store. Sections and keys you add are kept.\n")
+
+
+def wanted(host: Host, profile: str, generation: str) -> bool:
+    """Whether the host needs the overrides: upstream's page asked for them from 15.18 to 18.14;
+    daemons of 19.x-21.x still verify server.crt (their packaged config.yml), so they need them
+    too once server.crt is CA-issued; a forced --profile legacy, or an unknown release, keeps
+    them.
+
+    :raises HostError: a daemon configuration is malformed
+    """
+    if generation != LEGACY:
+        return False
+    family = host.family()
+    return profile == LEGACY or family is None or family.overrides or \
+        bool(host.peers_verifying_pair())
+
+
+def to_remove(host: Host, profile: str, generation: str) -> bool:
+    """Whether upstream asks this host to drop the old procedure's files (19.01+, not needed)."""
+    family = host.family()
+    return family is not None and family.name == "nginx-only" and \
+        not wanted(host, profile, generation)
 
 
 def desired_overrides(host: Host, hostname: str) -> FileState:
@@ -86,3 +108,41 @@ def desired_links(host: Host) -> list[tuple[Path, FileState]]:
         else:
             wanted.append((link, FileState.link(link_target(host, conf_d))))
     return wanted
+
+
+OVERRIDE_KEYS = {"host", "verify_certificate", "verify"}
+
+
+def leftovers(host: Host) -> tuple[list[tuple[Path, FileState]], list[str]]:
+    """What upstream asked admins to remove when upgrading to 19.01 (wazo-doc wazo-19.01,
+    source/system/https_certificate.rst, "Revert previous custom HTTPS certificate
+    configuration"): the 010 links, custom-certificate.yml, the custom hosts template.
+
+    Only what is nothing but the procedure's is removed; what holds more is kept and named.
+
+    :returns: the removals, and a note for each file kept
+    """
+    removals: list[tuple[Path, FileState]] = []
+    kept: list[str] = []
+    for conf_d in host.conf_d_dirs():
+        link = conf_d / LINK_NAME
+        state = read_state(link)
+        if state.kind == LINK and _links_to_overrides(host, conf_d, state.target):
+            removals.append((link, FileState.absent()))
+    path = host.path(CUSTOM_FILE)
+    if read_state(path).kind == FILE:
+        try:
+            data = wazoconfig.load_yaml(path)
+        except HostError as exc:
+            kept.append(f"{exc}; kept")
+            data = None
+        if data is not None:
+            extra = sorted(f"{section}.{key}" for section, value in data.items()
+                           for key in (value if isinstance(value, dict) else {"": None})
+                           if key not in OVERRIDE_KEYS)
+            if extra:
+                kept.append(f"{path}: kept, it holds more than the procedure's overrides "
+                            f"({', '.join(extra[:3])}); remove the host/verify keys yourself")
+            else:
+                removals.append((path, FileState.absent()))
+    return removals, kept

@@ -5,15 +5,15 @@ import dataclasses
 import datetime
 import stat
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certbot_wazo import releases, tls, wazoconfig
+from certbot_wazo import overrides, releases, tls, wazoconfig
 from certbot_wazo.deployment import Deployment
 from certbot_wazo.errors import LockBusyError, WazoError
 from certbot_wazo.files import FILE, read_state
-from certbot_wazo.host import CUSTOM_FILE, LEGACY, LINK_NAME, Host
+from certbot_wazo.host import CUSTOM_FILE, LINK_NAME, Host
 from certbot_wazo.overrides import SECTIONS
 from certbot_wazo.pair import Pair, dns_names, load_chain, load_key, not_after, not_before, public_key_der
 
@@ -91,10 +91,17 @@ def check(deployment: Deployment, config_dir: Path,
     report.hostname = deployment.settings.hostname or _default_name(pair)
     _check_endpoints(deployment, pair, report)
     _check_nginx_foreign(host, pair, report)
-    family = host.family()
-    if report.generation == LEGACY and pair.leaf.issuer != pair.leaf.subject and \
-            (family is None or family.overrides or deployment.settings.profile == LEGACY
-             or _peers_verifying(host)):
+    if _safe(lambda: overrides.to_remove(host, deployment.settings.profile, report.generation)):
+        try:
+            left = [path for path, _ in overrides.leftovers(host)[0]]
+        except WazoError as exc:
+            left = []
+            report.problems.append(str(exc))
+        report.problems += [f"{path}: left by the pre-19.01 procedure, which upstream asks to "
+                            "remove from 19.01 (certbot-wazo deploy removes it)" for path in left]
+    profile = deployment.settings.profile
+    if pair.leaf.issuer != pair.leaf.subject and _safe(
+            lambda: overrides.wanted(host, profile, report.generation)):
         _check_legacy_configuration(host, report)
     _check_lineage(config_dir, report, pair)
     failure = deployment.journal.failure()
@@ -128,11 +135,17 @@ def _check_nginx_foreign(host: Host, pair: Pair, report: Report) -> None:
                 "(point ssl_certificate and ssl_certificate_key back at Wazo's pair)")
 
 
-def _peers_verifying(host: Host) -> bool:
+def _safe(check: Callable[[], bool]) -> bool:
+    """A yes/no question about the host; a host that cannot answer it says no (its error is
+    reported elsewhere)."""
     try:
-        return bool(host.peers_verifying_pair())
+        return check()
     except WazoError:
         return False
+
+
+def _peers_verifying(host: Host) -> bool:
+    return _safe(lambda: bool(host.peers_verifying_pair()))
 
 
 def _describe_release(host: Host, report: Report) -> None:

@@ -260,3 +260,66 @@ def test_wazo_certs_upgrade_and_reinstall(host: SandboxHost, ca: CA, tmp_path: P
     assert "self-signed" in after.stdout or "does not serve" in after.stdout, after.stdout
     assert _deploy(host, pair, bundle).returncode == 0
     assert status().returncode == 0
+
+
+def _manual_procedure(host: SandboxHost, extra: str = "") -> list[Path]:
+    """What an admin who followed the pre-19.01 page left behind (wazo-doc wazo-18.05,
+    source/system/https_certificate.rst): custom-certificate.yml, its 010 links (absolute, as
+    the page's `ln -s` makes them) and the hosts template made by its sed."""
+    custom = host.root / "etc/xivo/custom/custom-certificate.yml"
+    custom.parent.mkdir(parents=True, exist_ok=True)
+    sections = ("consul", "agentd", "amid", "auth", "confd", "dird", "websocketd")
+    custom.write_text("".join(f"{s}:\n  host: {NAME}\n  "
+                              f"{'verify' if s == 'consul' else 'verify_certificate'}: True\n"
+                              for s in sections) + extra)
+    made = [custom]
+    for conf_d in sorted(host.root.glob("etc/wazo-*/conf.d")):
+        (conf_d / "010-custom-certificate.yml").symlink_to("/etc/xivo/custom/custom-certificate.yml")
+        made.append(conf_d / "010-custom-certificate.yml")
+    base = host.root / "usr/share/xivo-config/templates/system/etc/hosts"
+    template = host.root / "etc/xivo/custom-templates/system/etc/hosts"
+    template.parent.mkdir(parents=True, exist_ok=True)
+    template.write_text(base.read_text().replace("127.0.1.1", "127.0.0.1"))
+    return [*made, template]
+
+
+@pytest.mark.parametrize("host", ["24.16"], indirect=True)
+def test_upgraded_host_loses_the_old_overrides_in_one_transaction(host: SandboxHost, ca: CA,
+                                                                 tmp_path: Path) -> None:
+    """From 19.01 upstream asks to remove the old procedure's files: the deployment removes
+    them with the new pair, restarts once the documented way, and revert puts them back."""
+    bundle = ca.trust_bundle(tmp_path / "trust.pem")
+    left = _manual_procedure(host)
+    before = {p: (p.is_symlink(), os.readlink(p) if p.is_symlink() else p.read_bytes())
+              for p in left}
+    status = subprocess.run([str(CLI), "status", "--root", str(host.root), "--hostname", NAME],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env=dict(host.env(), SSL_CERT_FILE=str(bundle)))
+    assert f"{left[0]}: left by the pre-19.01 procedure" in status.stdout, status.stdout
+    pair = ca.issue(tmp_path / "pair", names=[NAME])
+    result = _deploy(host, pair, bundle)
+    assert result.returncode == 0, result.stderr
+    assert "pre-19.01 procedure" in result.stdout + result.stderr
+    assert [p for p in left if p.exists() or p.is_symlink()] == []
+    assert "restart all" in " ".join(" ".join(c) for c in host.commands())
+    for unit in host.endpoints:
+        assert host.served_cert(unit) == _leaf_der(pair[0]), unit
+    revert = subprocess.run([str(CLI), "revert", "--root", str(host.root)], capture_output=True,
+                            text=True, timeout=300, check=False,
+                            env=dict(host.env(), SSL_CERT_FILE=str(bundle)))
+    assert revert.returncode == 0, revert.stderr
+    assert {p: (p.is_symlink(), os.readlink(p) if p.is_symlink() else p.read_bytes())
+            for p in left} == before
+
+
+@pytest.mark.parametrize("host", ["22.16"], indirect=True)
+def test_old_overrides_holding_more_are_kept_and_named(host: SandboxHost, ca: CA,
+                                                       tmp_path: Path) -> None:
+    bundle = ca.trust_bundle(tmp_path / "trust.pem")
+    custom = _manual_procedure(host, extra="webhookd:\n  debug: true\n")[0]
+    result = _deploy(host, ca.issue(tmp_path / "pair", names=[NAME]), bundle)
+    assert result.returncode == 0, result.stderr
+    assert f"{custom}: kept, it holds more than the procedure's overrides (webhookd.debug)" in \
+        result.stdout + result.stderr
+    assert custom.is_file()
+    assert not list(host.root.glob("etc/wazo-*/conf.d/010-custom-certificate.yml"))

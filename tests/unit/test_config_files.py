@@ -141,3 +141,30 @@ def test_absent_state_removes(legacy_root: Path) -> None:
     apply_state(path, FileState.file(b"a", 0o600))
     apply_state(path, FileState.absent())
     assert not path.exists() and FileState.absent().kind == ABSENT
+
+
+def test_leftovers_remove_only_the_procedures_own_files(legacy_root: Path) -> None:
+    host = Host(legacy_root)
+    custom = host.path(CUSTOM_FILE)
+    custom.parent.mkdir(parents=True)
+    custom.write_text("auth:\n  host: pbx.example.test\n  verify_certificate: true\n")
+    link = legacy_root / "etc/xivo-auth/conf.d/010-custom-certificate.yml"
+    link.symlink_to(CUSTOM_FILE)
+    removals, kept = overrides.leftovers(host)
+    assert dict(removals) == {link: FileState.absent(), custom: FileState.absent()} and not kept
+    custom.write_text("auth:\n  host: pbx.example.test\n  timeout: 30\n")
+    removals, kept = overrides.leftovers(host)
+    assert dict(removals) == {link: FileState.absent()}
+    assert kept == [f"{custom}: kept, it holds more than the procedure's overrides "
+                    "(auth.timeout); remove the host/verify keys yourself"]
+
+
+def test_leftover_hosts_template_only_when_it_is_the_procedures(legacy_root: Path) -> None:
+    host = Host(legacy_root)
+    base = host.path("/usr/share/xivo-config/templates/system/etc/hosts").read_text()
+    template = host.path(HOSTS_CUSTOM)
+    template.parent.mkdir(parents=True)
+    template.write_text(base.replace("127.0.1.1", "127.0.0.1"))
+    assert hosts.leftover_template(host) == FileState.absent()
+    template.write_text(base + "10.0.0.5\tsbc.example.test\n")
+    assert hosts.leftover_template(host) is None
