@@ -188,7 +188,7 @@ class Host:
         """
         group_file = self.path("/etc/group")
         try:
-            lines = group_file.read_text(encoding="utf-8").splitlines()
+            lines = group_file.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
             lines = []
         for line in lines:
@@ -331,7 +331,7 @@ class Host:
                     raise HostError(f"{path}: not valid JSON (fix it; consul cannot start "
                                     "with it either)") from None
                 if isinstance(data, dict):
-                    merged = _json_merge(merged, data)
+                    merged = wazoconfig.deep_merge(data, merged)  # later files win
         tls_defaults = _mapping(_mapping(merged.get("tls")).get("defaults"))
         cert = merged.get("cert_file") or tls_defaults.get("cert_file")
         port = _mapping(merged.get("ports")).get("https")
@@ -400,7 +400,7 @@ class Host:
             return None if first == "127.0.0.1" else first
         hosts = self.path(HOSTS_FILE)
         try:
-            text = hosts.read_text(encoding="utf-8")
+            text = hosts.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return f"nothing ({hosts} is missing)"
         address = wazoconfig.hosts_address(text, name)
@@ -434,15 +434,6 @@ def _https_section(conf: dict[str, object], cert_paths: set[str]) -> Optional[di
 
 def _mapping(value: object) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
-
-
-def _json_merge(base: dict[str, object], later: dict[str, object]) -> dict[str, object]:
-    merged = dict(base)
-    for key, value in later.items():
-        old = merged.get(key)
-        merged[key] = _json_merge(old, value) if isinstance(old, dict) and \
-            isinstance(value, dict) else value
-    return merged
 
 
 def loopback(address: str) -> str:

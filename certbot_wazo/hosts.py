@@ -33,7 +33,7 @@ def desired_template(host: Host, hostname: str) -> FileState:
     else:
         base = host.path(HOSTS_BASE)
         try:
-            source = base.read_text(encoding="utf-8")
+            source = base.read_text(encoding="utf-8", errors="surrogateescape")
         except OSError:
             raise HostError(f"{base}: the base hosts template is missing (reinstall xivo-config: "
                             "apt-get install --reinstall xivo-config)") from None
@@ -66,7 +66,7 @@ def leftover_template(host: Host) -> Optional[FileState]:
     if current.kind != FILE:
         return None
     try:
-        base = host.path(HOSTS_BASE).read_text(encoding="utf-8")
+        base = host.path(HOSTS_BASE).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
     text = current.data.decode("utf-8", errors="replace")

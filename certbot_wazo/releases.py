@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from certbot_wazo.wazoconfig import deep_merge
+
 Version = tuple[int, int]
 
 # wazo-platform/wazo-platform debian/rules (19.08+) installs VERSION as WAZO-VERSION; the xivo
@@ -139,14 +141,5 @@ def code_defaults(unit: str, version: Optional[Version]) -> dict[str, Any]:
         return merged
     for first, last, defaults in CODE_DEFAULTS.get(unit, []):
         if first <= version <= last:
-            merged = _merge(merged, defaults)
-    return merged
-
-
-def _merge(first: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(later)
-    for key, value in first.items():
-        old = merged.get(key)
-        merged[key] = _merge(value, old) if isinstance(value, dict) and \
-            isinstance(old, dict) else value
+            merged = deep_merge(merged, defaults)
     return merged

@@ -210,7 +210,7 @@ def read_shell_vars(path: Path) -> dict[str, str]:
     :raises HostError: the file is missing or unreadable
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise HostError(f"{path}: cannot be read ({exc.strerror}; is this a Wazo host? "
                         "check --wazo-root)") from None

@@ -24,6 +24,8 @@ from certbot_wazo.wazoconfig import HIDDEN_LAYER, Hidden, _Loader, deep_merge
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "releases"
 ORG = "wazo-platform"
+# xivo-ctid (the CTI server of 15.x-19.03) was never moved to wazo-platform.
+OLD_ORG = "wazo-pbx"
 RELEASES = ("15.12", "16.16", "17.17", "18.03", "19.17", "20.16", "21.16", "22.16", "23.16",
             "24.16", "25.14", "25.17")
 # The daemons of a Wazo PBX that have a YAML configuration (repositories under today's names;
@@ -31,10 +33,10 @@ RELEASES = ("15.12", "16.16", "17.17", "18.03", "19.17", "20.16", "21.16", "22.1
 DAEMON_REPOS = ("wazo-auth", "wazo-confd", "wazo-dird", "wazo-amid", "wazo-agentd", "wazo-calld",
                 "wazo-websocketd", "wazo-call-logd", "wazo-plugind", "wazo-webhookd",
                 "wazo-phoned", "wazo-provd", "wazo-sysconfd", "wazo-chatd", "wazo-setupd",
-                "wazo-agid", "wazo-dxtora", "wazo-confgend", "xivo-confgend")
+                "wazo-agid", "wazo-dxtora", "wazo-confgend", "xivo-confgend", "xivo-ctid")
 # Keys of a section that make it a TLS listener or a TLS client of a peer.
 TLS_KEYS = {"certificate", "private_key", "verify_certificate", "verify", "ssl", "https",
-            "ssl_certfile", "ssl_keyfile"}
+            "ssl_certfile", "ssl_keyfile", "certfile", "keyfile"}
 SIBLINGS = {"listen", "ip", "port", "host", "enabled"}
 # Debian release of each Wazo release, kept as stated facts because no packaged file names it
 # (debian/changelog distributions are stale): jessie from XiVO 15.20, stretch in 18.x, buster
@@ -55,10 +57,11 @@ class Upstream:
         self.base = base
 
     def git_dir(self, repo: str) -> Optional[Path]:
-        for candidate in (self.base / f"{ORG}+{repo}" / "repo", self.base / repo,
-                          self.base / repo / ".git"):
-            if (candidate / "HEAD").is_file():
-                return candidate
+        for place in (self.base / f"{ORG}+{repo}" / "repo",
+                      self.base / f"{OLD_ORG}+{repo}" / "repo", self.base / repo):
+            for candidate in (place, place / ".git"):
+                if (candidate / "HEAD").is_file():
+                    return candidate
         return None
 
     def _git(self, repo: str, *args: str) -> Optional[str]:
@@ -163,7 +166,7 @@ def code_defaults(text: str) -> Optional[dict[str, Any]]:
             name = node.targets[0].id
             if isinstance(node.value, ast.Constant):
                 constants[name] = node.value.value
-            if name in ("_DEFAULT_CONFIG", "DEFAULT_CONFIG"):
+            if name in ("_DEFAULT_CONFIG", "DEFAULT_CONFIG", "_default_config"):
                 folded = _fold(node.value, constants)
                 found = folded if isinstance(folded, dict) else found
     return found
@@ -210,7 +213,8 @@ def daemons(up: Upstream, repo: str, tag: str) -> list[dict[str, Any]]:
 
 def daemon(up: Upstream, repo: str, tag: str, unit: str, files: list[str],
            configs: list[str]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"unit": unit, "repo": f"{ORG}/{repo}", "tag": tag, "files": []}
+    org = OLD_ORG if f"{OLD_ORG}+{repo}" in str(up.git_dir(repo)) else ORG
+    entry: dict[str, Any] = {"unit": unit, "repo": f"{org}/{repo}", "tag": tag, "files": []}
     layers: dict[str, dict[str, Any]] = {}
     for path in configs:
         data = load(up.show(repo, tag, path) or "") or {}
@@ -224,7 +228,7 @@ def daemon(up: Upstream, repo: str, tag: str, unit: str, files: list[str],
         entry["files"].append(record)
     package = unit.replace("-", "_")
     module = next((f for f in (f"{package}/config.py", f"{package}/bin/config.py",
-                               "provd/config.py") if f in files), None)
+                               "provd/config.py", "xivo_cti/cti_config.py") if f in files), None)
     defaults: dict[str, Any] = {}
     if module:
         found = code_defaults(up.show(repo, tag, module) or "")
@@ -239,6 +243,12 @@ def daemon(up: Upstream, repo: str, tag: str, unit: str, files: list[str],
         where = "code default" if listener(deep_merge(*conf_d, main)) is None else "files"
         found_listener["decided_by"] = where
     entry["listener"] = found_listener
+    main_section = effective.get("main") if isinstance(effective.get("main"), dict) else {}
+    client = effective.get("client") if isinstance(effective.get("client"), dict) else {}
+    if isinstance(main_section.get("certfile"), str) and client.get("port"):
+        # xivo-ctid: STARTTLS on its client port, the pair read at every upgrade
+        # (xivo_cti/client_connection.py upgrade_ssl), so a renewal needs no restart there.
+        entry["starttls"] = {"port": client["port"], "certificate": main_section["certfile"]}
     links = consul_links(up, repo, tag, unit)
     if links:
         entry["consul_links"] = links
@@ -471,12 +481,20 @@ def derive(up: Upstream, release: str) -> dict[str, Any]:
         facts["certs"] = fallback
     facts["daemons"] = []
     seen: set[str] = set()
+    platform_tag = up.tag("wazo-platform", release)
+    control = (up.show("wazo-platform", platform_tag, "debian/control") or "") \
+        if platform_tag else ""
     for repo in DAEMON_REPOS:
         tag = up.tag(repo, release)
         extra = extra_sites(up, repo, tag) if tag else []
         if extra:
             facts.setdefault("nginx_extra", []).extend(extra)
         for entry in daemons(up, repo, tag) if tag else []:
+            # A repository not tagged at the release is there at its newest earlier tag, if
+            # the metapackage still depends on it (xivo-ctid went away in 19.12).
+            if tag != tag_of(release) and not re.search(
+                    rf"(^|[\s,]){re.escape(entry['unit'])}([\s,(]|$)", control, re.M):
+                continue
             if entry["unit"] not in seen:
                 seen.add(entry["unit"])
                 facts["daemons"].append(entry)

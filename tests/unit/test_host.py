@@ -174,3 +174,18 @@ def test_before_15_16_every_file_of_conf_d_is_read(legacy_root: Path) -> None:
     assert Endpoint("127.0.0.1", 9999, "xivo-auth") in Host(legacy_root).endpoints()
     version.write_text("15.16\n")
     assert Endpoint("127.0.0.1", 9497, "xivo-auth") in Host(legacy_root).endpoints()
+
+
+def test_bytes_that_are_not_utf8_in_admin_files(legacy_root: Path) -> None:
+    """An admin's accented comment saved as latin-1 (common.conf, /etc/group, conf.d)."""
+    common = legacy_root / "etc/xivo/common.conf"
+    common.write_bytes(b"# r\xe9seau du si\xe8ge\n" + common.read_bytes())
+    group = legacy_root / "etc/group"
+    group.write_bytes(b"# \xe9quipe\n" + group.read_bytes())
+    bad = legacy_root / "etc/xivo-auth/conf.d/030-admin.yml"
+    bad.write_bytes(b"# \xe9\ndebug: true\n")
+    host = Host(legacy_root)
+    assert host.fqdn() == "wazo.example.test"
+    assert host.www_data_gid() == 33
+    assert Endpoint("127.0.0.1", 9497, "xivo-auth") in host.endpoints()
+    assert any(w.startswith(f"{bad}: not UTF-8 text at byte 2") for w in host.warnings)
