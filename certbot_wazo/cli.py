@@ -4,17 +4,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Optional, Sequence
 
 from certbot_wazo import options, status
 from certbot_wazo.deployment import Deployment, Settings
-from certbot_wazo.errors import WazoError
+from certbot_wazo.errors import SignalledError, WazoError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -106,13 +109,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (WazoError, OSError) as exc:
             print(_one_line(exc), file=sys.stderr)
             return EXIT_FAILED
-    deployment = Deployment(settings, notify=print)
+    deployment = Deployment(settings, notify=_say)
+    _catch_signals()
     try:
         if args.command == "deploy":
             cert, key = _pair_paths(args, parser)
             deployment.run(cert, key, remember=bool(args.lineage))
         elif args.command == "retry":
-            deployment = Deployment(_retry_settings(deployment, args), notify=print)
+            deployment = Deployment(_retry_settings(deployment, args), notify=_say)
             deployment.retry()
         elif args.command == "recover":
             if not deployment.recover_if_idle(boot=args.boot):
@@ -123,6 +127,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(_one_line(exc), file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _say(message: str) -> None:
+    """Print, unless the terminal is gone (an SSH hang-up must not stop a rollback)."""
+    try:
+        print(message, flush=True)
+    except OSError:
+        pass
+
+
+def _catch_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP stop the run at the next safe point, which then undoes what
+    this run changed (a restart command under way is left to finish first); later signals are
+    ignored so that nothing interrupts the undo."""
+    def later(signum: int, frame: Optional[FrameType]) -> None:
+        """Caught and dropped (not SIG_IGN, which the commands run by the undo would inherit:
+        services restarted by it would then ignore SIGTERM)."""
+
+    def interrupt(signum: int, frame: Optional[FrameType]) -> None:
+        for other in SIGNALS:
+            signal.signal(other, later)
+        raise SignalledError(f"interrupted by {signal.Signals(signum).name}")
+
+    for signum in SIGNALS:
+        signal.signal(signum, interrupt)
 
 
 def _one_line(exc: Exception) -> str:

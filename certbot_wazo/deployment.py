@@ -12,7 +12,15 @@ from typing import Any, Callable, ContextManager, Optional
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certbot_wazo import failpoints, hosts, overrides, services, tls
-from certbot_wazo.errors import CommandError, HostError, PairError, ProbeError, RolledBackError, WazoError
+from certbot_wazo.errors import (
+    CommandError,
+    HostError,
+    PairError,
+    ProbeError,
+    RolledBackError,
+    SignalledError,
+    WazoError,
+)
 from certbot_wazo.files import FILE, FileState, apply_state, read_state
 from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, HOSTS_FILE, LEGACY, STATE_DIR, Host
 from certbot_wazo.host import loopback as host_loopback
@@ -138,6 +146,9 @@ class Deployment:
             done = self._install(cert, key)
         except PairError:
             raise  # the pair itself is bad: retrying it cannot help, nothing to remember
+        except SignalledError as exc:
+            raise SignalledError(f"{cert}: {exc} before any restart; nothing was changed (run "
+                              "the command again)") from None
         except WazoError as exc:
             self._remember_failure(exc)
             raise
@@ -197,8 +208,13 @@ class Deployment:
             finally:
                 self.release()
             raise
-        failure, _ = self._restart_and_probe(plan.restart_levels, plan.endpoints,  # restart,
-                                             plan.hostname, plan.expect_der, plan.verify)  # probe
+        interrupted: Optional[SignalledError] = None
+        try:
+            failure, _ = self._restart_and_probe(plan.restart_levels, plan.endpoints,  # restart,
+                                                 plan.hostname, plan.expect_der,  # probe
+                                                 plan.verify)
+        except SignalledError as exc:  # the restart command was left to finish first
+            failure, interrupted = str(exc), exc
         self.plan = None
         if failure is None:                                              # commit
             self.journal.commit()
@@ -209,9 +225,13 @@ class Deployment:
             return
         self.notify(f"The new certificate failed after the restart: {failure}. Restoring the "
                     "previous certificate and configuration.")
-        error = RolledBackError(f"{plan.source or self.host.root}: not deployed, the previous "
-                                f"certificate was restored ({failure}; fix that service, then "
-                                "run again)")
+        error: WazoError = RolledBackError(
+            f"{plan.source or self.host.root}: not deployed, the previous certificate was "
+            f"restored ({failure}; fix that service, then run again)")
+        if interrupted is not None:
+            error = SignalledError(f"{plan.source or self.host.root}: {interrupted} during the "
+                                "restart; the previous certificate was restored and the services "
+                                "restarted on it (run the command again)")
         try:                                                             # roll back
             self._undo(restarted=True)
         except WazoError as exc:

@@ -27,3 +27,7 @@ class LockBusyError(WazoError):
 
 class RolledBackError(WazoError):
     """The deployment failed after touching the host and the previous state was restored."""
+
+
+class SignalledError(WazoError):
+    """SIGINT, SIGTERM or SIGHUP arrived: the deployment stops at a safe point and rolls back."""

@@ -5,41 +5,60 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from certbot_wazo.errors import CommandError, HostError
+from certbot_wazo.errors import CommandError, HostError, SignalledError
 from certbot_wazo.host import LEGACY, Host
 from certbot_wazo.tls import Endpoint
 
 # A systemd unit name as Wazo's daemons have them (validated before it reaches systemctl).
 UNIT = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,99}$")
+# What is kept of a command's output (for the error line and logs).
+MAX_OUTPUT = 1024 * 1024
 
 
 def run(argv: Sequence[str], timeout: float) -> str:
-    """Run a command (no shell) in its own session; kill the whole session on timeout.
+    """Run a command (no shell) in its own session, its output in a file: it never depends on
+    certbot-wazo staying alive (no pipe to break, no signal of our terminal). When certbot-wazo
+    is interrupted meanwhile, the command is left to finish what it started (a restart stopped
+    halfway leaves the services down), then the interruption goes on. On timeout, the whole
+    session is killed.
 
-    :returns: what it printed (standard output, then standard error)
+    :returns: what it printed (standard output and error)
     :raises CommandError: it failed, could not start or timed out
     """
-    try:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
-    except OSError as exc:
-        raise CommandError(f"{argv[0]}: cannot be run ({exc.strerror}; reinstall it)") from None
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_session(proc)
-        raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' did not finish within "
-                           f"{timeout:g} s and was stopped (check the services' logs)") from None
+    with tempfile.TemporaryFile() as output:
+        try:
+            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=output,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            raise CommandError(f"{argv[0]}: cannot be run ({exc.strerror}; reinstall it)") \
+                from None
+        try:
+            _wait(proc, argv, timeout)
+        except SignalledError:
+            _wait(proc, argv, timeout)
+            raise
+        output.seek(0)
+        text = output.read(MAX_OUTPUT).decode(errors="replace")
     if proc.returncode != 0:
-        lines = (err or out).decode(errors="replace").strip().splitlines()
+        lines = text.strip().splitlines()
         reason = lines[-1] if lines else "no message"
         raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' exited with status "
                            f"{proc.returncode}: {reason} (run it by hand to see why, fix that, "
                            "then run again)")
-    return (out + err).decode(errors="replace")
+    return text
+
+
+def _wait(proc: subprocess.Popen[bytes], argv: Sequence[str], timeout: float) -> None:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _kill_session(proc)
+        raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' did not finish within "
+                           f"{timeout:g} s and was stopped (check the services' logs)") from None
 
 
 def _kill_session(proc: subprocess.Popen[bytes]) -> None:
@@ -47,7 +66,7 @@ def _kill_session(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.communicate()
+    proc.wait()
 
 
 def require(host: Host, *names: str) -> Path:

@@ -158,19 +158,24 @@ def probe_until(endpoints: Sequence[Endpoint], hostname: str, expect_der: bytes,
     The total time is about that of the slowest endpoint, not the sum.
     """
     deadline = time.monotonic() + timeout
+    stop = threading.Event()  # the caller was interrupted: every worker ends after its probe
 
     def until_ok(endpoint: Endpoint) -> ProbeResult:
         while True:
             remaining = deadline - time.monotonic()
-            result = probe(endpoint, hostname, expect_der, max(0.5, min(5.0, remaining)), verify)
-            if result.ok or time.monotonic() + interval >= deadline:
+            result = probe(endpoint, hostname, expect_der, max(0.5, min(2.0, remaining)), verify)
+            if result.ok or stop.is_set() or time.monotonic() + interval >= deadline:
                 return result
-            time.sleep(interval)
+            stop.wait(interval)
 
     if not endpoints:
         return []
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(endpoints))) as pool:
-        return list(pool.map(until_ok, endpoints))
+        try:
+            return list(pool.map(until_ok, endpoints))
+        except BaseException:
+            stop.set()
+            raise
 
 
 def probe_loopback(cert_path: Path, key_path: Path, hostname: str, expect_der: bytes) -> None:

@@ -86,6 +86,9 @@ def wazo_service(root: Path, argv: list[str]) -> int:
             _systemctl(root, "stop", unit)
     if action == "stop":
         return 0
+    if fault_armed(root, "restart-slow"):  # every service is down for a while: signal it now
+        (sandbox_dir(root) / "restart-stopped").touch()
+        time.sleep(2)
     print("Waiting for services to start successfully...")
     for unit in units:
         if _systemctl(root, "status", unit, quiet=True) != 0:

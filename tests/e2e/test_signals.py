@@ -1,0 +1,100 @@
+"""SIGINT, SIGTERM or SIGHUP while `wazo-service restart all` has every service stopped: the
+restart is left to finish, the previous certificate comes back with the services running on
+it, and certbot-wazo ends with one line and a non-zero exit."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.pki import CA
+from tests.sandbox import systemctl
+from tests.sandbox.host import SandboxHost
+
+CLI = Path(sys.executable).with_name("certbot-wazo")
+
+
+def _leaf(path: Path) -> bytes:
+    return x509.load_pem_x509_certificates(path.read_bytes())[0].public_bytes(Encoding.DER)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=lambda s: signal.Signals(s).name)
+def test_signal_during_the_restart(reset_legacy: SandboxHost, ca: CA, trust: Path,
+                                   tmp_path: Path, signum: int) -> None:
+    host = reset_legacy
+    previous = _leaf(host.certs_dir / "server.crt")
+    crt, key = ca.issue(tmp_path / "pair", names=[host.name])
+    stopped = host.root / "run/sandbox/restart-stopped"
+    stopped.unlink(missing_ok=True)
+    host.fault("restart-slow")
+    proc = subprocess.Popen([str(CLI), "deploy", "--root", str(host.root), "--cert", str(crt),
+                             "--key", str(key), "--probe-timeout", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SSL_CERT_FILE": str(trust)})
+    deadline = time.monotonic() + 60
+    while not stopped.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stopped.exists(), proc.communicate()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 1, (out, err)
+    assert "Traceback" not in out + err
+    assert err.strip().splitlines() == [err.strip()]
+    assert f"interrupted by {name} during the restart; the previous certificate was restored" \
+        in err
+    host.fault("restart-slow", on=False)
+    for unit, kind in host.units.items():
+        if kind != "noop":
+            assert systemctl.active(host.root, unit), unit
+    for unit in host.endpoints:
+        assert host.served_cert(unit) == previous, unit
+
+
+def _ignores_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
+def test_signal_while_probing_does_not_wait_out_the_probe(reset_legacy: SandboxHost, ca: CA,
+                                                          trust: Path, tmp_path: Path) -> None:
+    """A service that keeps its old pair makes the probe wait up to --probe-timeout (300 s
+    here); Ctrl-C then ends the run long before, back on the previous certificate, and the
+    services the undo restarted still obey SIGTERM."""
+    host = reset_legacy
+    previous = _leaf(host.certs_dir / "server.crt")
+    crt, key = ca.issue(tmp_path / "pair", names=[host.name])
+    stopped = host.root / "run/sandbox/restart-stopped"
+    stopped.unlink(missing_ok=True)
+    host.fault("restart-slow")
+    host.fault("wazo-auth.stale")
+    started = time.monotonic()
+    proc = subprocess.Popen([str(CLI), "deploy", "--root", str(host.root), "--cert", str(crt),
+                             "--key", str(key), "--probe-timeout", "300"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SSL_CERT_FILE": str(trust)})
+    while not stopped.exists() and proc.poll() is None and time.monotonic() - started < 60:
+        time.sleep(0.02)
+    time.sleep(4)  # the restart (2 s down) is over: the probe is waiting for wazo-auth
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=200)
+    assert proc.returncode == 1 and "Traceback" not in out + err, (out, err)
+    assert "interrupted by SIGINT" in err
+    assert time.monotonic() - started < 150, "it waited out the probe timeout"
+    host.fault("restart-slow", on=False)
+    host.fault("wazo-auth.stale", on=False)
+    for unit in host.endpoints:
+        if unit != "wazo-auth":
+            assert host.served_cert(unit) == previous, unit
+    pid = int((host.root / "run/sandbox/xivo-confd.pid").read_text())
+    assert not _ignores_sigterm(pid)
