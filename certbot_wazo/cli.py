@@ -73,8 +73,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
     :raises ValueError: an option is invalid
     """
+    root = getattr(args, "root", None)
     return options.settings(
-        root=getattr(args, "root", None) or os.environ.get("CERTBOT_WAZO_ROOT") or "/",
+        root=root if root is not None else os.environ.get("CERTBOT_WAZO_ROOT") or "/",
         profile=getattr(args, "profile", "auto"), hostname=getattr(args, "hostname", None),
         probe=getattr(args, "probe", None),
         probe_timeout=getattr(args, "probe_timeout", options.DEFAULT_PROBE_TIMEOUT), prefix="--")
@@ -103,11 +104,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings = settings_from(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if os.geteuid() != 0 and settings.root == Path("/"):
+        _complain(f"certbot-wazo {args.command}: run as root (sudo certbot-wazo "
+                  f"{args.command} …): it reads Wazo's private key"
+                  + ("" if args.command == "status" else " and restarts its services"))
+        return EXIT_FAILED
     if args.command == "status":
         try:
             return _status(settings, args)
         except (WazoError, OSError) as exc:
-            print(_one_line(exc), file=sys.stderr)
+            _complain(_one_line(exc))
             return EXIT_FAILED
     deployment = Deployment(settings, notify=_say)
     _catch_signals()
@@ -124,9 +130,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.command == "revert":
             deployment.revert()
     except (WazoError, OSError) as exc:
-        print(_one_line(exc), file=sys.stderr)
+        _complain(_one_line(exc))
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _complain(line: str) -> None:
+    """One line on standard error, unless it is gone."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def _say(message: str) -> None:

@@ -573,7 +573,7 @@ class Deployment:
     # -- helpers ------------------------------------------------------------------------------
     def _remember_failure(self, error: WazoError) -> None:
         cert, key, remember = self._source
-        if not remember:
+        if not remember or not self.host.cert_dirs():  # never write under a non-Wazo root
             return
         try:
             self.journal.record_failure({

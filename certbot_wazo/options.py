@@ -22,7 +22,10 @@ def settings(root: str | Path = "/", profile: str = "auto", hostname: Optional[s
 
     :raises ValueError: an option is invalid; the message names it and the fix
     """
-    root_path = Path(root or "/")
+    if str(root) == "":
+        raise ValueError(f"{prefix}root: empty (give the directory Wazo is installed under, "
+                         "/ on the Wazo host itself)")
+    root_path = Path(root)
     if not root_path.is_absolute():
         root_path = root_path.absolute()
     if profile not in PROFILES:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Optional, Union
 
@@ -18,8 +20,6 @@ from certbot_wazo.errors import PairError
 PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey,
                    ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey]
 
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----",
-                       re.DOTALL)
 _DNS_NAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"
                        r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -64,13 +64,29 @@ def public_key_der(key: object) -> bytes:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def _pem_blocks(data: bytes) -> Optional[list[bytes]]:
+    """The BEGIN...END CERTIFICATE blocks, in one pass (a file of BEGIN lines without END is
+    read in linear time); None when one has no END before the next BEGIN."""
+    begin, end = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
+    blocks: list[bytes] = []
+    position = data.find(begin)
+    while position >= 0:
+        stop = data.find(end, position)
+        following = data.find(begin, position + len(begin))
+        if stop < 0 or 0 <= following < stop:
+            return None
+        blocks.append(data[position:stop + len(end)])
+        position = following
+    return blocks
+
+
 def load_chain(data: bytes, path: Path) -> list[x509.Certificate]:
     """Parse every PEM certificate in data, in order.
 
     :raises PairError: no certificate, or one that does not parse
     """
-    blocks = _PEM_CERT.findall(data)
-    if blocks and data.count(b"-----BEGIN CERTIFICATE-----") != len(blocks):
+    blocks = _pem_blocks(data)
+    if blocks is None:
         raise PairError(f"{path}: a certificate in it is truncated (it has no END line; give "
                         "the complete fullchain.pem)")
     if not blocks:
@@ -214,13 +230,33 @@ class Pair:
                 "store with update-ca-certificates, or set SSL_CERT_FILE)")
 
 
+# A full chain is a few KiB: anything larger is not one (and /dev/zero never ends).
+MAX_PEM_BYTES = 1024 * 1024
+
+
 def _read(path: Path, what: str) -> bytes:
+    """The file's bytes, read once, bounded; a device or socket is refused unread, a named pipe
+    without a writer reads as empty instead of blocking."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
         raise PairError(f"{path}: {what} file not found (check the path)") from None
     except OSError as exc:
         raise PairError(f"{path}: {what} file cannot be read ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise PairError(f"{path}: not a regular file (give the {what} PEM file itself)")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            data = stream.read(MAX_PEM_BYTES + 1)
+    except OSError as exc:
+        raise PairError(f"{path}: {what} file cannot be read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_PEM_BYTES:
+        raise PairError(f"{path}: larger than {MAX_PEM_BYTES // 1024} KiB, not a {what} (give "
+                        "the PEM file certbot wrote)")
     if not data.strip():
         raise PairError(f"{path}: {what} file is empty (give the PEM file certbot wrote)")
     return data

@@ -67,6 +67,42 @@ def _fix(path: Path, packaged: Optional[Owner]) -> str:
     return "fix it"
 
 
+# Bounds on what a configuration file may be: a real one is a few KiB and a few hundred values.
+MAX_YAML_CHARS = 1024 * 1024
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values a YAML document holds once its aliases are expanded (capped just above
+    the bound; a recursive alias counts as too many), in time linear in the file."""
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in busy:
+            return MAX_YAML_VALUES + 1
+        busy.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                total += size(k) + size(v)
+                if total > MAX_YAML_VALUES:
+                    break
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += size(item)
+                if total > MAX_YAML_VALUES:
+                    break
+        busy.discard(key)
+        sizes[key] = min(total, MAX_YAML_VALUES + 1)
+        return sizes[key]
+
+    return size(root)
+
+
 def load_yaml(path: Path, packaged: Optional[Owner] = None) -> dict[str, Any]:
     """A YAML mapping from a file (an empty file is an empty mapping), tags left unevaluated.
 
@@ -81,10 +117,19 @@ def load_yaml(path: Path, packaged: Optional[Owner] = None) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise HostError(f"{path}: not UTF-8 text at byte {exc.start} (Wazo reads its "
                         f"configuration as UTF-8; {_fix(path, packaged)})") from None
+    if len(text) > MAX_YAML_CHARS:
+        raise HostError(f"{path}: larger than {MAX_YAML_CHARS // 1024} KiB (not a Wazo "
+                        f"configuration file; {_fix(path, packaged)})")
     loader = _Loader(text)
     loader.wazo_path = str(path)
     try:
-        data = loader.get_single_data()
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node) > MAX_YAML_VALUES:
+            raise HostError(f"{path}: its YAML aliases expand to more than {MAX_YAML_VALUES} "
+                            "values (Wazo's daemons copy every value when they merge their "
+                            f"configuration and would hang; write the values out: "
+                            f"{_fix(path, packaged)})")
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

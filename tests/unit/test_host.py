@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from certbot_wazo import overrides
 from certbot_wazo.errors import HostError
 from certbot_wazo.host import LEGACY, MODERN, Host
 from certbot_wazo.tls import Endpoint
@@ -189,3 +190,19 @@ def test_bytes_that_are_not_utf8_in_admin_files(legacy_root: Path) -> None:
     assert host.www_data_gid() == 33
     assert Endpoint("127.0.0.1", 9497, "xivo-auth") in host.endpoints()
     assert any(w.startswith(f"{bad}: not UTF-8 text at byte 2") for w in host.warnings)
+
+
+def test_alias_bomb_is_refused_before_anything(legacy_root: Path) -> None:
+    """Nine levels of nine aliases: 387 million values once expanded."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    custom = legacy_root / "etc/xivo/custom/custom-certificate.yml"
+    custom.parent.mkdir(parents=True)
+    custom.write_text("\n".join(levels) + "\n")
+    with pytest.raises(HostError, match=f"^{custom}: its YAML aliases expand to more than"):
+        overrides.desired_overrides(Host(legacy_root), "wazo.example.test")
+    recursive = legacy_root / "etc/xivo-auth/conf.d/030-loop.yml"
+    recursive.write_text("a: &a [*a]\n")
+    host = Host(legacy_root)
+    assert host.endpoints()
+    assert any(w.startswith(f"{recursive}: its YAML aliases") for w in host.warnings)

@@ -1,6 +1,8 @@
 """Pair validation: every bad certificate is refused before anything is touched, with a line that says why."""
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,48 @@ def test_missing_file(ca: CA, tmp_path: Path) -> None:
     crt, _key = ca.issue(tmp_path)
     with pytest.raises(PairError, match="not found"):
         Pair.load(crt, tmp_path / "nope.pem")
+
+
+def test_a_device_is_refused_unread(ca: CA, tmp_path: Path) -> None:
+    _, key = ca.issue(tmp_path)
+    with pytest.raises(PairError, match="^/dev/zero: not a regular file"):
+        Pair.load(Path("/dev/zero"), key)
+
+
+def test_a_fifo_without_writer_is_empty_not_a_hang(ca: CA, tmp_path: Path) -> None:
+    _, key = ca.issue(tmp_path)
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    with pytest.raises(PairError, match="certificate file is empty"):
+        Pair.load(fifo, key)
+
+
+def test_a_pipe_is_read_once(ca: CA, tmp_path: Path) -> None:
+    """`--cert <(cat fullchain.pem)`: a pipe with a writer, readable once."""
+    crt, key = ca.issue(tmp_path)
+    reader, writer = os.pipe()
+    feeder = threading.Thread(target=lambda: (os.write(writer, crt.read_bytes()),
+                                              os.close(writer)))
+    feeder.start()
+    try:
+        pair = Pair.load(Path(f"/proc/self/fd/{reader}"), key)
+    finally:
+        feeder.join()
+        os.close(reader)
+    assert pair.names == [NAME]
+
+
+def test_many_begin_lines_without_end_are_read_in_one_pass(tmp_path: Path, ca: CA) -> None:
+    _, key = ca.issue(tmp_path)
+    crt = tmp_path / "begins.pem"
+    crt.write_bytes(b"-----BEGIN CERTIFICATE-----\n" * 30000)
+    with pytest.raises(PairError, match="is truncated"):
+        Pair.load(crt, key)
+
+
+def test_a_huge_file_is_refused(tmp_path: Path, ca: CA) -> None:
+    _, key = ca.issue(tmp_path)
+    crt = tmp_path / "huge.pem"
+    crt.write_bytes(b"x" * (2 * 1024 * 1024))
+    with pytest.raises(PairError, match="larger than 1024 KiB"):
+        Pair.load(crt, key)

@@ -1,0 +1,46 @@
+"""The command line says what is wrong in the admin's terms, and writes nothing when it refuses."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from certbot_wazo import cli
+from tests.pki import CA
+
+CLI = Path(sys.executable).with_name("certbot-wazo")
+
+
+def test_an_empty_root_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["status", "--root", ""])
+    assert exited.value.code == 2
+    assert "--root: empty" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root to become another user")
+@pytest.mark.parametrize("command", ["status", "revert"])
+def test_not_root_is_told_to_run_as_root(command: str) -> None:
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             str(CLI), command], capture_output=True, text=True, timeout=60,
+                            check=False, env={**os.environ, "CERTBOT_WAZO_ROOT": ""})
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"certbot-wazo {command}: run as root")
+    assert "Traceback" not in result.stderr
+
+
+def test_lineage_on_a_root_that_is_not_wazo_writes_nothing(tmp_path: Path, ca: CA) -> None:
+    lineage = tmp_path / "live"
+    crt, _ = ca.issue(lineage, names=["wazo.example.test"])
+    root = tmp_path / "not-wazo"
+    root.mkdir()
+    code = cli.main(["deploy", "--root", str(root), "--lineage", str(lineage),
+                     "--hostname", "wazo.example.test"])
+    assert code == 1
+    assert list(root.iterdir()) == []
+    assert crt.exists()
