@@ -47,6 +47,8 @@ class Settings:
     probe_timeout: float = 60.0
     command_timeout: float = 300.0
     lock_timeout: float = 600.0
+    # How the face the admin used spells the options (errors name them): "--" or "--wazo-".
+    option_prefix: str = "--"
 
 
 @dataclasses.dataclass
@@ -159,7 +161,7 @@ class Deployment:
     def _install(self, cert: Path, key: Path) -> bool:
         pair = Pair.load(cert, key)                                      # validate
         pair.check_order()
-        hostname = self.settings.hostname or pair.default_hostname()
+        hostname = self.settings.hostname or self._default_name(pair)
         pair.check(hostname)
         self._acquire()
         try:
@@ -447,6 +449,24 @@ class Deployment:
         return Plan(hostname, generation, changes, update_config, restarts, endpoints,
                     pair.leaf_der, label=f"Deployed certificate sha256 {pair.fingerprint[:16]}…",
                     source=str(pair.cert_path), gentle=gentle, loopback_name=overrides_wanted)
+
+    def _default_name(self, pair: Pair) -> str:
+        """The certificate's name that is this host's: its FQDN, else a name its configuration
+        already uses (the overrides, nginx, /etc/hostname, the installed certificate), else the
+        certificate's only name.
+
+        :raises PairError: the certificate has several names and none is this host's
+        """
+        candidates = [n for n in pair.names if not n.startswith("*.")]
+        picked = self.host.pick_name(candidates)
+        if picked is not None:
+            return picked
+        pair.default_hostname()  # no usable name at all: that error says so
+        raise PairError(
+            f"{pair.cert_path}: the certificate names {', '.join(candidates)} and none of them "
+            f"is this host's name ({self.host.fqdn() or 'unknown'}, from /etc/xivo/common.conf)"
+            f" (give {self.settings.option_prefix}hostname NAME: the name phones and services "
+            "use to reach this PBX)")
 
     def _nginx_serving(self, pair: Pair, hostname: str) -> list[Endpoint]:
         """nginx servers that answer for hostname with a file of their own: fine (and probed)

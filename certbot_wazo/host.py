@@ -385,6 +385,33 @@ class Host:
                 if valid_dns_name(n) and "." in n and not n.startswith("*.")
                 and n.lower() not in ("localhost", "localhost.localdomain")}
 
+    def pick_name(self, candidates: list[str]) -> Optional[str]:
+        """Which of a certificate's names is this host's: its FQDN first, then a name its
+        configuration already uses, else the only candidate; None when that is ambiguous."""
+        lowered = [c.lower() for c in candidates]
+        fqdn = self.fqdn()
+        if fqdn in lowered:
+            return fqdn
+        used = self._names_in_use()
+        for name in lowered:
+            if name in used:
+                return name
+        return lowered[0] if len(lowered) == 1 else None
+
+    def _names_in_use(self) -> set[str]:
+        """Names the host's configuration already gives itself: the overrides' host values,
+        /etc/hostname, nginx's server names, the installed certificate's names."""
+        used = set(self.names())
+        custom = self.path(CUSTOM_FILE)
+        if custom.is_file():
+            try:
+                data = wazoconfig.load_yaml(custom)
+            except HostError:
+                data = {}
+            used.update(str(v.get("host")).lower() for v in data.values()
+                        if isinstance(v, dict) and v.get("host"))
+        return used
+
     def resolves_to_loopback(self, name: str) -> Optional[str]:
         """None when name resolves to 127.0.0.1 on this host, else what it resolves to.
 

@@ -37,7 +37,9 @@ def desired_template(host: Host, hostname: str) -> FileState:
         except OSError:
             raise HostError(f"{base}: the base hosts template is missing (reinstall xivo-config: "
                             "apt-get install --reinstall xivo-config)") from None
-    lines = [re.sub(r"^127\.0\.1\.1(?=\s)", "127.0.0.1", line) for line in source.split("\n")]
+    # The mapping certbot-wazo added for a previous name goes: only the current name is ours.
+    lines = [re.sub(r"^127\.0\.1\.1(?=\s)", "127.0.0.1", line) for line in source.split("\n")
+             if not (MARK in line and hostname not in line.split())]
     if lines and lines[-1] == "":
         lines.pop()
     variables = host.common_conf()

@@ -48,4 +48,4 @@ def settings(root: str | Path = "/", profile: str = "auto", hostname: Optional[s
         raise ValueError(f"{prefix}probe-timeout: {probe_timeout!r} must be a positive number "
                          "of seconds")
     return Settings(root=root_path, profile=profile, hostname=hostname, probes=tuple(probes),
-                    probe_timeout=timeout)
+                    probe_timeout=timeout, option_prefix=prefix)

@@ -13,6 +13,7 @@ from typing import Optional, Union
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certbot_wazo import tls
 from certbot_wazo.errors import PairError
@@ -206,6 +207,7 @@ class Pair:
         if now >= not_after(self.leaf):
             raise PairError(f"{self.cert_path}: the certificate expired on "
                             f"{not_after(self.leaf):%Y-%m-%d %H:%M} UTC (renew it)")
+        self.check_usable()
         if not any(name_matches(hostname, pattern) for pattern in self.names):
             shown = ", ".join(self.names) or "none"
             raise PairError(f"{self.cert_path}: the certificate is not valid for {hostname} "
@@ -215,6 +217,29 @@ class Pair:
             tls.verify_pair(self.cert_path, self.key_path, hostname)
         except tls.HandshakeError as exc:
             raise PairError(self._trust_problem(str(exc.args[0]))) from None
+
+    def check_usable(self) -> None:
+        """What Wazo's clients (phones, browsers, softphones) accept: an RSA key of 2048 bits or
+        more, or an ECDSA one (Ed25519/Ed448 certificates are rejected by browsers and SIP
+        phones), and a certificate that may serve TLS (serverAuth when it restricts its use).
+
+        :raises PairError: the certificate would be installed and then refused by the clients
+        """
+        key = self.leaf.public_key()
+        if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            raise PairError(f"{self.cert_path}: an EdDSA certificate, which browsers and SIP "
+                            "phones refuse (request an ECDSA or RSA one, e.g. certbot "
+                            "--key-type ecdsa)")
+        if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
+            raise PairError(f"{self.cert_path}: an RSA key of {key.key_size} bits, which TLS "
+                            "clients refuse (request one of 2048 bits or more)")
+        try:
+            usage = self.leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            return
+        if ExtendedKeyUsageOID.SERVER_AUTH not in usage:
+            raise PairError(f"{self.cert_path}: the certificate may not serve TLS (its extended "
+                            "key usage lacks serverAuth; request a server certificate)")
 
     def _trust_problem(self, reason: str) -> str:
         where = f"{self.cert_path}: the chain does not verify for the system trust store"

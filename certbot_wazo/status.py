@@ -88,7 +88,8 @@ def check(deployment: Deployment, config_dir: Path,
     pair = _installed_pair(host, report, now)
     if pair is None:
         return report
-    report.hostname = deployment.settings.hostname or _default_name(pair)
+    report.hostname = deployment.settings.hostname or host.pick_name(
+        [n for n in pair.names if not n.startswith("*.")]) or _default_name(pair)
     _check_endpoints(deployment, pair, report)
     _check_nginx_foreign(host, pair, report)
     if _safe(lambda: overrides.to_remove(host, deployment.settings.profile, report.generation)):

@@ -7,16 +7,18 @@ from typing import Optional, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NOW = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 DAY = datetime.timedelta(days=1)
 
 
-def _key(kind: str = "ec") -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
-    if kind == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def _key(kind: str = "ec") -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey:
+    if kind.startswith("rsa"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[3:] or 2048))
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
     return ec.generate_private_key(ec.SECP256R1())
 
 
@@ -50,7 +52,8 @@ class CA:
     @staticmethod
     def _sign(subject: x509.Name, public_key: object, signer: object, issuer: x509.Name,
               ca: bool = False, names: Sequence[str] = (), not_before: datetime.datetime = NOW - DAY,
-              not_after: datetime.datetime = NOW + 90 * DAY) -> x509.Certificate:
+              not_after: datetime.datetime = NOW + 90 * DAY,
+              usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH) -> x509.Certificate:
         builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
                    .public_key(public_key)  # type: ignore[arg-type]
                    .serial_number(x509.random_serial_number())
@@ -61,7 +64,7 @@ class CA:
                 x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
         if not ca:
             builder = builder.add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                x509.ExtendedKeyUsage([usage]), critical=False)
         return builder.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
 
     def trust_bundle(self, path: Path) -> Path:
@@ -72,7 +75,8 @@ class CA:
     def issue(self, directory: Path, names: Sequence[str] = ("wazo.example.test",),
               cn: Optional[str] = "first", key_type: str = "ec",
               not_before: datetime.datetime = NOW - DAY, not_after: datetime.datetime = NOW + 90 * DAY,
-              chain: str = "full", password: Optional[bytes] = None) -> tuple[Path, Path]:
+              chain: str = "full", password: Optional[bytes] = None,
+              usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH) -> tuple[Path, Path]:
         """Issue a leaf and write fullchain.pem and privkey.pem into directory.
 
         :param cn: "first" (the first name), None (no CN, SANs only) or a literal CN
@@ -87,7 +91,8 @@ class CA:
             certs = [leaf]
         else:
             leaf = self._sign(subject, key.public_key(), self.inter_key, self.inter.subject,
-                              names=names, not_before=not_before, not_after=not_after)
+                              names=names, not_before=not_before, not_after=not_after,
+                              usage=usage)
             certs = {"full": [leaf, self.inter], "leaf": [leaf],
                      "reversed": [self.inter, leaf]}[chain]
         fullchain = directory / "fullchain.pem"

@@ -44,3 +44,14 @@ def test_lineage_on_a_root_that_is_not_wazo_writes_nothing(tmp_path: Path, ca: C
     assert code == 1
     assert list(root.iterdir()) == []
     assert crt.exists()
+
+
+def test_ambiguous_names_ask_for_the_option_of_the_command_used(
+        tmp_path: Path, ca: CA, legacy_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    crt, key = ca.issue(tmp_path / "pair", names=["mail.example.org", "sbc.example.org"])
+    code = cli.main(["deploy", "--root", str(legacy_root), "--cert", str(crt), "--key", str(key)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "names mail.example.org, sbc.example.org and none of them is this host's name" in err
+    assert "(give --hostname NAME" in err
+    assert not (legacy_root / "var/lib/certbot-wazo").exists()

@@ -168,3 +168,12 @@ def test_leftover_hosts_template_only_when_it_is_the_procedures(legacy_root: Pat
     assert hosts.leftover_template(host) == FileState.absent()
     template.write_text(base + "10.0.0.5\tsbc.example.test\n")
     assert hosts.leftover_template(host) is None
+
+
+def test_a_new_name_replaces_the_previous_names_mapping(legacy_root: Path) -> None:
+    host = Host(legacy_root)
+    apply_state(host.path(HOSTS_CUSTOM), hosts.desired_template(host, "old.example.test"))
+    assert b"old.example.test" in host.path(HOSTS_CUSTOM).read_bytes()
+    text = hosts.desired_template(host, "new.example.test").data.decode()
+    assert "old.example.test" not in text
+    assert hosts_address(text, "new.example.test") == "127.0.0.1"

@@ -206,3 +206,12 @@ def test_alias_bomb_is_refused_before_anything(legacy_root: Path) -> None:
     host = Host(legacy_root)
     assert host.endpoints()
     assert any(w.startswith(f"{recursive}: its YAML aliases") for w in host.warnings)
+
+
+def test_default_name_is_this_hosts_among_the_certificates(legacy_root: Path) -> None:
+    """A mail relay in the SANs must not become the PBX's name (it would resolve to
+    127.0.0.1 on the PBX)."""
+    host = Host(legacy_root)
+    assert host.pick_name(["mail.example.test", "wazo.example.test"]) == "wazo.example.test"
+    assert host.pick_name(["pbx.example.org"]) == "pbx.example.org"
+    assert host.pick_name(["mail.example.org", "sbc.example.org"]) is None

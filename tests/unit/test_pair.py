@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certbot_wazo.errors import PairError
 from certbot_wazo.pair import Pair
@@ -137,3 +138,16 @@ def test_a_huge_file_is_refused(tmp_path: Path, ca: CA) -> None:
     crt.write_bytes(b"x" * (2 * 1024 * 1024))
     with pytest.raises(PairError, match="larger than 1024 KiB"):
         Pair.load(crt, key)
+
+
+@pytest.mark.parametrize("key_type, usage, message", [
+    ("ed25519", None, "an EdDSA certificate, which browsers and SIP phones refuse"),
+    ("rsa1024", None, "an RSA key of 1024 bits"),
+    ("ec", "client", "the certificate may not serve TLS .its extended key usage lacks"),
+])
+def test_certificates_clients_would_refuse(ca: CA, tmp_path: Path, key_type: str,
+                                          usage: str | None, message: str) -> None:
+    oid = ExtendedKeyUsageOID.CLIENT_AUTH if usage else ExtendedKeyUsageOID.SERVER_AUTH
+    crt, key = ca.issue(tmp_path, key_type=key_type, usage=oid)
+    with pytest.raises(PairError, match=f"^{crt}: {message}"):
+        check(crt, key)
