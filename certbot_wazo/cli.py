@@ -26,8 +26,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="Wazo root (default: $CERTBOT_WAZO_ROOT, else /)")
     parser.add_argument("--profile", default=sup, choices=options.PROFILES,
                         help="Wazo generation (default: auto, read from the host)")
+    parser.add_argument("--force-profile", default=sup, action="store_true",
+                        help="confirm a --profile that differs from the host's configuration")
     parser.add_argument("--hostname", default=sup, metavar="NAME",
-                        help="name the services use (default: the certificate's first DNS name)")
+                        help="name the services use (default: the certificate's name that is "
+                             "this host's)")
     parser.add_argument("--probe", default=sup, metavar="ADDR:PORT[,...]",
                         help="TLS endpoints to check (default: from the host's configuration)")
     parser.add_argument("--probe-timeout", default=sup, type=float, metavar="SECONDS",
@@ -78,7 +81,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         root=root if root is not None else os.environ.get("CERTBOT_WAZO_ROOT") or "/",
         profile=getattr(args, "profile", "auto"), hostname=getattr(args, "hostname", None),
         probe=getattr(args, "probe", None),
-        probe_timeout=getattr(args, "probe_timeout", options.DEFAULT_PROBE_TIMEOUT), prefix="--")
+        probe_timeout=getattr(args, "probe_timeout", options.DEFAULT_PROBE_TIMEOUT), prefix="--",
+        force_profile=getattr(args, "force_profile", False))
 
 
 def _pair_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Path, Path]:
@@ -196,7 +200,8 @@ def _retry_settings(deployment: Deployment, args: argparse.Namespace) -> Setting
         probe=getattr(args, "probe", ",".join(saved.get("probes", [])) or None),
         probe_timeout=getattr(args, "probe_timeout",
                               saved.get("probe_timeout", options.DEFAULT_PROBE_TIMEOUT)),
-        prefix="--")
+        prefix="--",
+        force_profile=getattr(args, "force_profile", saved.get("force_profile") is True))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ class Settings:
     lock_timeout: float = 600.0
     # How the face the admin used spells the options (errors name them): "--" or "--wazo-".
     option_prefix: str = "--"
+    # The admin confirmed a --profile that differs from what the host's configuration shows.
+    force_profile: bool = False
 
 
 @dataclasses.dataclass
@@ -163,6 +165,7 @@ class Deployment:
         pair.check_order()
         hostname = self.settings.hostname or self._default_name(pair)
         pair.check(hostname)
+        self._check_profile(self.host.generation(self.settings.profile))  # before any write
         self._acquire()
         try:
             self.recover()
@@ -450,6 +453,23 @@ class Deployment:
                     pair.leaf_der, label=f"Deployed certificate sha256 {pair.fingerprint[:16]}…",
                     source=str(pair.cert_path), gentle=gentle, loopback_name=overrides_wanted)
 
+    def _check_profile(self, generation: str) -> None:
+        """A forced profile that is not the host's own changes what is restarted (legacy
+        restarts everything, asterisk included: live calls drop): only when confirmed.
+
+        :raises HostError: not confirmed
+        """
+        detected = self.host.generation()
+        if generation == detected or self.settings.force_profile:
+            return
+        prefix = self.settings.option_prefix
+        effect = ("writes the services' overrides and restarts every service, asterisk "
+                  "included" if generation == LEGACY else "leaves the daemons verifying "
+                  "server.crt, which the new certificate breaks")
+        raise HostError(f"{self.host.root}: {prefix}profile {generation}, but this host's "
+                        f"configuration is {detected}: that {effect} (drop {prefix}profile, or "
+                        f"confirm with {prefix}force-profile)")
+
     def _default_name(self, pair: Pair) -> str:
         """The certificate's name that is this host's: its FQDN, else a name its configuration
         already uses (the overrides, nginx, /etc/hostname, the installed certificate), else the
@@ -600,6 +620,7 @@ class Deployment:
                 "cert": str(cert.absolute()), "key": str(key.absolute()), "error": str(error),
                 "failed_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                 "settings": {"profile": self.settings.profile, "hostname": self.settings.hostname,
+                             "force_profile": self.settings.force_profile,
                              "probes": [str(e) for e in self.settings.probes],
                              "probe_timeout": self.settings.probe_timeout}})
         except (WazoError, OSError) as exc:

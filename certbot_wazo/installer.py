@@ -36,8 +36,10 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
         add("profile", default="auto", choices=options.PROFILES,
             help="Wazo generation: legacy (daemons serve TLS, XiVO 15.12-Wazo 18.03), modern "
                  "(nginx fronts everything), or auto to read it from the host's configuration.")
+        add("force-profile", default=False, action="store_true",
+            help="Confirm a --wazo-profile that differs from the host's configuration.")
         add("hostname", default=None, help="Name the services use to reach each other; one of "
-            "the certificate's DNS names (default: its first).")
+            "the certificate's DNS names (default: the one that is this host's).")
         add("probe", default=None, help="TLS endpoints to check after the restart, "
             "ADDR:PORT[,ADDR:PORT...] (default: those the host's configuration shows).")
         add("probe-timeout", default=options.DEFAULT_PROBE_TIMEOUT, type=float,
@@ -206,7 +208,8 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
                 settings = options.settings(
                     root=self.conf("root"), profile=self.conf("profile"),
                     hostname=self.conf("hostname"), probe=self.conf("probe"),
-                    probe_timeout=self.conf("probe-timeout"))
+                    probe_timeout=self.conf("probe-timeout"),
+                    force_profile=self.conf("force-profile"))
             except ValueError as exc:
                 raise errors.MisconfigurationError(str(exc)) from None
             self._deployment = Deployment(settings, notify=_notify)

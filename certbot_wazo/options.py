@@ -17,7 +17,7 @@ __all__ = ["DEFAULT_PROBE_TIMEOUT", "PROFILES", "settings"]
 
 def settings(root: str | Path = "/", profile: str = "auto", hostname: Optional[str] = None,
              probe: Optional[str] = None, probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
-             prefix: str = "--wazo-") -> Settings:
+             prefix: str = "--wazo-", force_profile: bool = False) -> Settings:
     """Settings from option values.
 
     :raises ValueError: an option is invalid; the message names it and the fix
@@ -48,4 +48,5 @@ def settings(root: str | Path = "/", profile: str = "auto", hostname: Optional[s
         raise ValueError(f"{prefix}probe-timeout: {probe_timeout!r} must be a positive number "
                          "of seconds")
     return Settings(root=root_path, profile=profile, hostname=hostname, probes=tuple(probes),
-                    probe_timeout=timeout, option_prefix=prefix)
+                    probe_timeout=timeout, option_prefix=prefix,
+                    force_profile=bool(force_profile))

@@ -55,3 +55,16 @@ def test_ambiguous_names_ask_for_the_option_of_the_command_used(
     assert "names mail.example.org, sbc.example.org and none of them is this host's name" in err
     assert "(give --hostname NAME" in err
     assert not (legacy_root / "var/lib/certbot-wazo").exists()
+
+
+def test_a_forced_profile_the_host_does_not_have_needs_confirming(
+        tmp_path: Path, ca: CA, modern_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--profile legacy on a modern host would restart asterisk (live calls drop)."""
+    crt, key = ca.issue(tmp_path / "pair", names=["wazo.example.test"])
+    code = cli.main(["deploy", "--root", str(modern_root), "--cert", str(crt), "--key", str(key),
+                     "--profile", "legacy"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "--profile legacy, but this host's configuration is modern" in err
+    assert "asterisk" in err and "confirm with --force-profile" in err
+    assert not (modern_root / "var/lib/certbot-wazo").exists()
