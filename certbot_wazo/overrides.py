@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -53,6 +54,7 @@ def desired_overrides(host: Host, hostname: str) -> FileState:
         raise HostError(f"{path}: is a symlink (replace it with a regular file)")
     data: dict[str, Any] = wazoconfig.load_yaml(path) if current.kind == FILE else {}
     changed = current.kind == ABSENT
+    edits: dict[str, dict[str, Any]] = {}
     # Upstream's list, plus every section a daemon of this host verifies against server.crt
     # (e.g. wazo-confd's provd client at 19.x, a code default upstream's page never listed).
     sections = dict.fromkeys(SECTIONS, "")
@@ -69,13 +71,76 @@ def desired_overrides(host: Host, hostname: str) -> FileState:
         for key, value in wanted.items():
             if entry.get(key) != value or section not in data:
                 entry[key] = value
+                edits.setdefault(section, {})[key] = value
                 changed = True
         data[section] = entry
     if not changed:
         return current
-    text = HEADER + yaml.safe_dump(data, default_flow_style=False, sort_keys=False)
+    text = None
+    if current.kind == FILE:  # keep the admin's comments and layout where the file allows it
+        text = _edit_in_place(current.data.decode("utf-8", errors="surrogateescape"), edits)
+        if text is not None and _loads(text) != data:
+            text = None
+    if text is None:
+        text = HEADER + yaml.safe_dump(data, default_flow_style=False, sort_keys=False)
     mode = current.mode if current.kind == FILE else 0o644
-    return FileState.file(text.encode(), mode, current.uid, current.gid)
+    return FileState.file(text.encode("utf-8", errors="surrogateescape"), mode, current.uid,
+                          current.gid)
+
+
+def _loads(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+_HEADER_LINE = re.compile(r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*):[ \t]*(#.*)?$")
+
+
+def _edit_in_place(text: str, edits: dict[str, dict[str, Any]]) -> Optional[str]:
+    """The file with only the changed keys rewritten or added, comments and order kept; None
+    when its layout is not the plain one (block sections of `key: value` lines)."""
+    lines = text.split("\n")
+    for section, changes in edits.items():
+        start = next((i for i, line in enumerate(lines)
+                      if (m := _HEADER_LINE.match(line)) and m.group("name") == section), None)
+        if start is None:
+            if any(line.startswith((f"{section}:", f"'{section}'", f'"{section}"'))
+                   for line in lines):
+                return None  # `auth: {}` or a quoted key: let the safe path rewrite it
+            while lines and lines[-1] == "":
+                lines.pop()
+            lines += [f"{section}:"] + [f"  {_item(k, v)}" for k, v in changes.items()] + [""]
+            continue
+        end = start + 1
+        while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t#"):
+            end += 1
+        children = [line for line in lines[start + 1:end]
+                    if line.strip() and not line.lstrip().startswith("#")]
+        indent = children[0][:len(children[0]) - len(children[0].lstrip())] if children \
+            else "  "
+        # After the section's last indented line (a comment at column 0 introduces what follows).
+        last = max((i for i in range(start + 1, end)
+                    if lines[i].strip() and lines[i][0] in " \t"), default=start)
+        for key, value in changes.items():
+            pattern = re.compile(rf"^{re.escape(indent)}{re.escape(key)}:(?:[ \t]+[^#\n]*?)?"
+                                 rf"(?P<comment>[ \t]+#.*)?$")
+            found = [i for i in range(start + 1, end) if pattern.match(lines[i])]
+            if len(found) > 1:
+                return None
+            if found:
+                comment = pattern.match(lines[found[0]]).group("comment") or ""  # type: ignore[union-attr]
+                lines[found[0]] = f"{indent}{_item(key, value)}{comment}"
+            else:
+                lines.insert(last + 1, f"{indent}{_item(key, value)}")
+                last += 1
+                end += 1
+    return "\n".join(lines)
+
+
+def _item(key: str, value: Any) -> str:
+    return yaml.safe_dump({key: value}, default_flow_style=False).strip()
 
 
 def link_target(host: Host, conf_d: Path) -> str:

@@ -177,3 +177,18 @@ def test_a_new_name_replaces_the_previous_names_mapping(legacy_root: Path) -> No
     text = hosts.desired_template(host, "new.example.test").data.decode()
     assert "old.example.test" not in text
     assert hosts_address(text, "new.example.test") == "127.0.0.1"
+
+
+def test_comments_of_the_overrides_survive(legacy_root: Path) -> None:
+    path = legacy_root / CUSTOM_FILE.lstrip("/")
+    path.parent.mkdir(parents=True)
+    path.write_text("# ticket 4521: auth timeout raised by Paul\nauth:\n    host: old.example.test"
+                    "  # the old name\n    timeout: 30  # seconds\n\n# our own daemon\n"
+                    "webhookd:\n  debug: true\n")
+    text = overrides.desired_overrides(Host(legacy_root), NAME).data.decode()
+    assert text.startswith("# ticket 4521: auth timeout raised by Paul\nauth:\n"
+                           f"    host: {NAME}  # the old name\n    timeout: 30  # seconds\n"
+                           "    verify_certificate: true\n\n# our own daemon\nwebhookd:\n")
+    data = yaml.safe_load(text)
+    assert data["auth"] == {"host": NAME, "timeout": 30, "verify_certificate": True}
+    assert data["consul"] == {"host": NAME, "verify": True}
