@@ -87,7 +87,8 @@ class Plan:
                 "update_config": self.update_config, "restarts": self.restarts,
                 "gentle": self.gentle,
                 "endpoints": [[e.address, e.port, e.unit] for e in self.endpoints],
-                "previous_leaf": previous_der.hex(), "label": self.label}
+                "previous_leaf": previous_der.hex(), "label": self.label,
+                "new_leaf": self.expect_der.hex(), "verify": self.verify}
 
 
 class Deployment:
@@ -168,6 +169,10 @@ class Deployment:
         self._check_profile(self.host.generation(self.settings.profile))  # before any write
         self._acquire()
         try:
+            forward = self._roll_forward(pair)
+            if forward is not None:
+                self.release()
+                return forward
             self.recover()
             plan = self._stage(pair, hostname)                           # stage
         except WazoError:
@@ -194,6 +199,44 @@ class Deployment:
         self.plan = plan
         self.notify(f"Installed the certificate for {hostname} ({plan.generation} Wazo); "
                     "it passed a TLS handshake before any restart")
+        return True
+
+    def _roll_forward(self, pair: Pair) -> Optional[bool]:
+        """Finish an interrupted deployment of this same pair instead of undoing it and doing it
+        again (each would restart every service): when it had passed its pre-restart probe,
+        its files are complete; if the services already serve it, only the commit is left,
+        otherwise one restart.
+
+        :returns: None when there is nothing to roll forward (recover() undoes it instead);
+            True when a restart is pending (activate() does it); False when it was committed
+        """
+        if self.plan is not None or not self.journal.transaction.exists():
+            return None
+        try:
+            _, meta = self.journal.transaction.read()
+            if meta.get("phase") not in ("installed", "restarting", "probing") or \
+                    meta.get("new_leaf") != pair.leaf_der.hex():
+                return None
+            plan = Plan(hostname=str(meta["hostname"]), generation=str(meta["generation"]),
+                        changes=[], update_config=bool(meta["update_config"]),
+                        restarts=[[str(a) for a in c] for c in meta["restarts"]],
+                        endpoints=[Endpoint(str(a), int(p), str(u))
+                                   for a, p, u in meta["endpoints"]],
+                        expect_der=pair.leaf_der, verify=bool(meta.get("verify", True)),
+                        label=str(meta.get("label", "")), source=str(pair.cert_path),
+                        gentle=[[str(a) for a in c] for c in meta.get("gentle", [])])
+        except (WazoError, KeyError, TypeError, ValueError):
+            return None  # an undo log it cannot read: recover() says what is wrong
+        self.notify(f"{self.journal.transaction.path}: a deployment of this certificate was "
+                    f"interrupted while {meta['phase']}; finishing it")
+        if meta["phase"] != "installed" and tls.describe_failures(tls.probe_until(
+                plan.endpoints, plan.hostname, plan.expect_der, 1.0, plan.verify)) is None:
+            self.journal.commit()
+            self._forget_failure()
+            self.notify(f"{plan.label} for {plan.hostname}: every endpoint already serves it; "
+                        "committed without a restart")
+            return False
+        self.plan = plan
         return True
 
     def activate(self) -> None:

@@ -449,3 +449,45 @@ def test_boot_recovery_puts_the_old_files_back_before_the_services_start(
     assert later.returncode == 0, later.stderr
     assert differences(before, snapshot(host.root)) == []
     assert not (host.root / STATE / "transaction").exists()
+
+
+@pytest.mark.parametrize("point", ["after-restart", "after-probe"])
+def test_interrupted_restart_of_the_same_pair_costs_no_more_restart(
+        host: SandboxHost, ca: CA, bundle: Path, tmp_path: Path, point: str) -> None:
+    """Killed after its restart, a deployment run again with the same pair is finished, not
+    undone and redone: the services already serve it, so nothing is restarted again."""
+    crt, key = ca.issue(tmp_path / "le", names=[host.name])
+    assert cli(host, bundle, crt, key, failpoint=point).returncode == -signal.SIGKILL
+    events = len(host.events())
+    again = cli(host, bundle, crt, key)
+    assert again.returncode == 0, again.stderr
+    assert "was interrupted while" in again.stdout and "finishing it" in again.stdout
+    assert "committed without a restart" in again.stdout
+    assert [e for e in host.events()[events:] if e.startswith(("restart", "stop", "reload"))] == []
+    assert problems_after_deploy(host, crt, key) == []
+
+
+def test_interrupted_before_its_restart_costs_one_restart(host: SandboxHost, ca: CA,
+                                                          bundle: Path, tmp_path: Path) -> None:
+    """Killed after the files passed their probe but before any restart: the next run with
+    the same pair restarts once (the documented way), not undo + redo."""
+    crt, key = ca.issue(tmp_path / "le", names=[host.name])
+    env = {**os.environ, "SSL_CERT_FILE": str(bundle)}
+    restarts = host.commands().count(["wazo-service", "restart", "all"])
+    host.fault("restart-hangs")
+    proc = subprocess.Popen([str(CLI), "deploy", "--root", str(host.root), "--cert", str(crt),
+                             "--key", str(key)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert wait_until(
+        lambda: host.commands().count(["wazo-service", "restart", "all"]) > restarts, 30)
+    proc.kill()
+    proc.communicate()
+    for pid in [pid for pid in host.pids() if b"wazo-service" in _cmdline(pid)]:
+        terminate(pid)
+    host.fault("restart-hangs", on=False)
+    before = host.commands().count(["wazo-service", "restart", "all"])
+    again = cli(host, bundle, crt, key)
+    assert again.returncode == 0, again.stderr
+    assert "finishing it" in again.stdout
+    assert host.commands().count(["wazo-service", "restart", "all"]) - before <= 1
+    assert problems_after_deploy(host, crt, key) == []
