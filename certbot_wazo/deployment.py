@@ -24,7 +24,7 @@ from certbot_wazo.errors import (
 from certbot_wazo.files import FILE, FileState, apply_state, read_state
 from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, HOSTS_FILE, LEGACY, STATE_DIR, Host
 from certbot_wazo.host import loopback as host_loopback
-from certbot_wazo.journal import Journal, Snapshot
+from certbot_wazo.journal import Journal, Snapshot, digest
 from certbot_wazo.pair import Pair, load_chain
 from certbot_wazo.tls import Endpoint
 
@@ -88,7 +88,8 @@ class Plan:
                 "gentle": self.gentle,
                 "endpoints": [[e.address, e.port, e.unit] for e in self.endpoints],
                 "previous_leaf": previous_der.hex(), "label": self.label,
-                "new_leaf": self.expect_der.hex(), "verify": self.verify}
+                "new_leaf": self.expect_der.hex(), "verify": self.verify,
+                "written": {path: digest(state) for path, state in self.changes}}
 
 
 class Deployment:
@@ -391,6 +392,8 @@ class Deployment:
                 raise HostError(f"{snapshot.path}: nothing saved to restore (certbot-wazo has "
                                 "not deployed on this host)")
             entries, saved = snapshot.read()
+            if forget:
+                self._refuse_lost_edits(entries)
             # Undo order: files before the directories that were created for them.
             changes = [(p, s) for p, s in reversed(entries) if read_state(self.host.path(p)) != s]
             generation = saved.get("generation") or self.host.generation(self.settings.profile)
@@ -431,6 +434,25 @@ class Deployment:
         self.journal.original.remove()
         self.journal.previous.remove()
         self.journal.clear_failure()
+        if self.journal.written_path.exists():
+            apply_state(self.journal.written_path, FileState.absent())
+
+    def _refuse_lost_edits(self, entries: list[tuple[str, FileState]]) -> None:
+        """revert puts back what was there before the first deployment: a file an admin changed
+        since certbot-wazo last wrote it (a mapping added to the custom hosts template, a key in
+        custom-certificate.yml) would lose that change, so nothing is done.
+
+        :raises HostError: such a file exists
+        """
+        written = self.journal.written()
+        edited = [path for path, _ in entries if path in written
+                  and digest(read_state(self.host.path(path))) != written[path]]
+        if edited:
+            others = f" (and {len(edited) - 1} more)" if len(edited) > 1 else ""
+            raise HostError(f"{self.host.path(edited[0])}{others}: changed since certbot-wazo "
+                            "wrote it; revert would put back the version from before the first "
+                            "deployment and lose that change (copy your change aside, undo it, "
+                            "run revert, then make it again; nothing was changed)")
 
     # -- steps --------------------------------------------------------------------------------
     def _stage(self, pair: Pair, hostname: str) -> Plan:

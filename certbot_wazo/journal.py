@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -155,11 +156,30 @@ class Journal:
         return [p for p, _ in entries]
 
     def commit(self) -> None:
-        """The transaction succeeded: its undo log becomes the previous state."""
+        """The transaction succeeded: its undo log becomes the previous state, and what it wrote
+        is remembered (so that revert can tell an admin's later edit from its own)."""
         if self.transaction.exists():
+            _, meta = self.transaction.read()
+            wrote = meta.get("written")
+            if isinstance(wrote, dict) and wrote:
+                apply_state(self.written_path, FileState.file(
+                    json.dumps(dict(self.written(), **wrote), indent=1).encode(), 0o600))
             self.previous.remove()
             os.rename(self.transaction.path, self.previous.path)
             _fsync_dir(self.state_dir)
+
+    @property
+    def written_path(self) -> Path:
+        """What certbot-wazo last wrote at each path (digests), kept until revert."""
+        return self.state_dir / "written.json"
+
+    def written(self) -> dict[str, str]:
+        """Path -> digest of what certbot-wazo last wrote there ({} when unknown)."""
+        try:
+            data = json.loads(self.written_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     @property
     def failure_path(self) -> Path:
@@ -238,3 +258,10 @@ def _holder(path: Path) -> str:
     except OSError:
         pid = None
     return f" (pid {pid})" if pid else ""
+
+
+def digest(state: FileState) -> str:
+    """A short identity of a path's state (content for files, target for links)."""
+    if state.kind == FILE:
+        return "file:" + hashlib.sha256(state.data).hexdigest()
+    return f"{state.kind}:{state.target or ''}"
