@@ -193,15 +193,23 @@ def _retry_settings(deployment: Deployment, args: argparse.Namespace) -> Setting
     """The failed deployment's own settings, unless the command line gives others."""
     record = deployment.journal.failure() or {}
     saved = record.get("settings", {}) if isinstance(record.get("settings"), dict) else {}
-    return options.settings(
-        root=deployment.settings.root,
-        profile=getattr(args, "profile", saved.get("profile", "auto")),
-        hostname=getattr(args, "hostname", saved.get("hostname")),
-        probe=getattr(args, "probe", ",".join(saved.get("probes", [])) or None),
-        probe_timeout=getattr(args, "probe_timeout",
-                              saved.get("probe_timeout", options.DEFAULT_PROBE_TIMEOUT)),
-        prefix="--",
-        force_profile=getattr(args, "force_profile", saved.get("force_profile") is True))
+    probes = saved.get("probes", [])
+    try:
+        return options.settings(
+            root=deployment.settings.root,
+            profile=getattr(args, "profile", str(saved.get("profile", "auto"))),
+            hostname=getattr(args, "hostname", saved.get("hostname") if isinstance(
+                saved.get("hostname"), str) else None),
+            probe=getattr(args, "probe", ",".join(str(p) for p in probes)
+                          if isinstance(probes, list) and probes else None),
+            probe_timeout=getattr(args, "probe_timeout",
+                                  saved.get("probe_timeout", options.DEFAULT_PROBE_TIMEOUT)),
+            prefix="--",
+            force_profile=getattr(args, "force_profile", saved.get("force_profile") is True))
+    except (TypeError, ValueError) as exc:
+        raise WazoError(f"{deployment.journal.failure_path}: the remembered deployment's "
+                        f"settings are damaged ({exc}; give them on the command line, or remove "
+                        "the file)") from None
 
 
 if __name__ == "__main__":

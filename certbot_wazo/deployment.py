@@ -134,6 +134,10 @@ class Deployment:
         if record is None or "cert" not in record:
             self.notify("No failed deployment to retry")
             return None
+        if not (isinstance(record.get("cert"), str) and isinstance(record.get("key"), str)):
+            raise HostError(f"{self.journal.failure_path}: the remembered deployment is damaged "
+                            f"(remove {self.journal.failure_path}; the next renewal remembers "
+                            "its own)")
         self.notify(f"Retrying the deployment of {record['cert']} that failed at "
                     f"{record.get('failed_at', '?')}: {record.get('error', '')}")
         return self.run(Path(record["cert"]), Path(record["key"]), remember=True)
@@ -652,20 +656,27 @@ class Deployment:
         :raises CommandError: xivo-update-config or the restart failed during the undo
         """
         _, meta = self.journal.transaction.read()
+        try:  # the commands and endpoints to use once the files are back
+            previous = bytes.fromhex(str(meta.get("previous_leaf", "")))
+            endpoints = [Endpoint(str(a), int(p), str(u)) for a, p, u in meta.get("endpoints", [])]
+            name = str(meta.get("hostname", ""))
+            levels = [[[str(arg) for arg in command] for command in level]
+                      for level in (meta.get("gentle", []), meta.get("restarts", []))]
+        except (TypeError, ValueError):
+            raise HostError(f"{self.journal.transaction.path}: certbot-wazo's undo log is damaged "
+                            "(its commands or endpoints cannot be read; inspect it, put the "
+                            "previous certificate back by hand if needed, then remove "
+                            f"{self.journal.transaction.path})") from None
         self.journal.restore(self.journal.transaction)
         if meta.get("update_config"):
             try:
                 services.update_config(self.host, self.settings.command_timeout)
             except CommandError as exc:  # the template is back; /etc/hosts follows next run
                 self.notify(f"While restoring the previous hosts template: {exc}")
-        previous = bytes.fromhex(meta.get("previous_leaf", ""))
-        endpoints = [Endpoint(a, p, u) for a, p, u in meta.get("endpoints", [])]
-        name = meta.get("hostname", "")
         if restarted and previous and tls.describe_failures(
                 tls.probe_until(endpoints, name, previous, 1.0, verify=False)) is None:
             restarted = False  # every endpoint still serves the previous pair: no restart
         if restarted:
-            levels = [meta.get("gentle", []), meta.get("restarts", [])]
             failure, command_failed = self._restart_and_probe(
                 [level for level in levels if level], endpoints, name, previous, verify=False)
             if command_failed:
@@ -679,6 +690,8 @@ class Deployment:
     def _remember_failure(self, error: WazoError) -> None:
         cert, key, remember = self._source
         if not remember or not self.host.cert_dirs():  # never write under a non-Wazo root
+            return
+        if not (cert.is_file() and key.is_file()):  # a pipe: a later retry could never read it
             return
         try:
             self.journal.record_failure({

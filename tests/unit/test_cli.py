@@ -68,3 +68,32 @@ def test_a_forced_profile_the_host_does_not_have_needs_confirming(
     assert "--profile legacy, but this host's configuration is modern" in err
     assert "asterisk" in err and "confirm with --force-profile" in err
     assert not (modern_root / "var/lib/certbot-wazo").exists()
+
+
+@pytest.mark.parametrize("record", [
+    '{"cert": 5, "key": null}', '{"cert": "/x", "key": "/y", "settings": {"probes": 7}}',
+    '{"cert": "/x", "key": "/y", "settings": {"probe_timeout": "soon"}}', '[1, 2]', '\\x00\\xff',
+])
+def test_tampered_failure_record(legacy_root: Path, record: str,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    state = legacy_root / "var/lib/certbot-wazo"
+    state.mkdir(parents=True)
+    (state / "failed.json").write_bytes(record.encode("latin-1"))
+    code = cli.main(["retry", "--root", str(legacy_root)])
+    captured = capsys.readouterr()
+    assert code in (0, 1)
+    assert "Traceback" not in captured.out + captured.err
+    if code == 1:
+        assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_tampered_undo_log_is_one_line(legacy_root: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    transaction = legacy_root / "var/lib/certbot-wazo/transaction"
+    transaction.mkdir(parents=True)
+    (transaction / "manifest.json").write_text(
+        '{"entries": [], "meta": {"phase": "restarting", "endpoints": [[1]], "restarts": 3}}')
+    code = cli.main(["recover", "--root", str(legacy_root)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(f"{transaction}: certbot-wazo's undo log is damaged")
