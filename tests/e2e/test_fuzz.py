@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from cryptography import x509
@@ -17,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.pki import CA
-from tests.sandbox.host import SandboxHost, build_host
+from tests.sandbox.host import SandboxHost
 from tests.sandbox.tree import differences, snapshot
 
 CLI = Path(sys.executable).with_name("certbot-wazo")
@@ -27,20 +26,6 @@ TARGETS = ("etc/xivo/common.conf", "etc/group", "etc/xivo-auth/config.yml",
            "etc/nginx/sites-available/wazo", "etc/asterisk/http.conf",
            "etc/xivo/custom-templates/system/etc/hosts",
            "usr/share/xivo-config/templates/system/etc/hosts", "etc/consul.d/wazo.json")
-
-
-@pytest.fixture(scope="module")
-def fuzz_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SandboxHost, Path]]:
-    base = tmp_path_factory.mktemp("fuzz")
-    host = build_host(base / "root", "legacy")
-    pristine = base / "pristine"
-    pristine.mkdir()
-    subprocess.run(["cp", "-a", str(host.root / "etc"), str(host.root / "usr"), str(pristine)],
-                   check=True)
-    try:
-        yield host, pristine
-    finally:
-        host.stop()
 
 
 def _reset(host: SandboxHost, pristine: Path) -> None:
@@ -61,10 +46,10 @@ pairs = st.sampled_from(["good"] * 5 + ["garbage", "truncated", "swapped", "empt
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(changes=st.lists(mutations, max_size=3), pair_kind=pairs)
-def test_fuzz_deploy(fuzz_host: tuple[SandboxHost, Path], ca: CA, bundle: Path,
+def test_fuzz_deploy(shared_legacy: tuple[SandboxHost, Path], ca: CA, bundle: Path,
                      tmp_path_factory: pytest.TempPathFactory,
                      changes: list[tuple[str, str, bytes, int]], pair_kind: str) -> None:
-    host, pristine = fuzz_host
+    host, pristine = shared_legacy
     _reset(host, pristine)
     for target, how, data, at in changes:
         path = host.root / target

@@ -25,24 +25,31 @@ def _leaf(path: Path) -> bytes:
     return x509.load_pem_x509_certificates(path.read_bytes())[0].public_bytes(Encoding.DER)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
-                         ids=lambda s: signal.Signals(s).name)
-def test_signal_during_the_restart(reset_legacy: SandboxHost, ca: CA, trust: Path,
-                                   tmp_path: Path, signum: int) -> None:
-    host = reset_legacy
-    previous = _leaf(host.certs_dir / "server.crt")
+def _deploy_until_services_are_down(host: SandboxHost, ca: CA, trust: Path, tmp_path: Path,
+                                    probe_timeout: int) -> subprocess.Popen[str]:
+    """A deployment of a new pair, returned once `restart all` has stopped every service."""
     crt, key = ca.issue(tmp_path / "pair", names=[host.name])
     stopped = host.root / "run/sandbox/restart-stopped"
     stopped.unlink(missing_ok=True)
     host.fault("restart-slow")
     proc = subprocess.Popen([str(CLI), "deploy", "--root", str(host.root), "--cert", str(crt),
-                             "--key", str(key), "--probe-timeout", "20"],
+                             "--key", str(key), "--probe-timeout", str(probe_timeout)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "SSL_CERT_FILE": str(trust)})
     deadline = time.monotonic() + 60
     while not stopped.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert stopped.exists(), proc.communicate()
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=lambda s: signal.Signals(s).name)
+def test_signal_during_the_restart(reset_legacy: SandboxHost, ca: CA, trust: Path,
+                                   tmp_path: Path, signum: int) -> None:
+    host = reset_legacy
+    previous = _leaf(host.certs_dir / "server.crt")
+    proc = _deploy_until_services_are_down(host, ca, trust, tmp_path, probe_timeout=20)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     name = signal.Signals(signum).name
@@ -73,18 +80,9 @@ def test_signal_while_probing_does_not_wait_out_the_probe(reset_legacy: SandboxH
     services the undo restarted still obey SIGTERM."""
     host = reset_legacy
     previous = _leaf(host.certs_dir / "server.crt")
-    crt, key = ca.issue(tmp_path / "pair", names=[host.name])
-    stopped = host.root / "run/sandbox/restart-stopped"
-    stopped.unlink(missing_ok=True)
-    host.fault("restart-slow")
     host.fault("wazo-auth.stale")
     started = time.monotonic()
-    proc = subprocess.Popen([str(CLI), "deploy", "--root", str(host.root), "--cert", str(crt),
-                             "--key", str(key), "--probe-timeout", "300"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "SSL_CERT_FILE": str(trust)})
-    while not stopped.exists() and proc.poll() is None and time.monotonic() - started < 60:
-        time.sleep(0.02)
+    proc = _deploy_until_services_are_down(host, ca, trust, tmp_path, probe_timeout=300)
     time.sleep(4)  # the restart (2 s down) is over: the probe is waiting for wazo-auth
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=200)
