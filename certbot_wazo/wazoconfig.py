@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -110,6 +111,9 @@ def load_yaml(path: Path, packaged: Optional[Owner] = None) -> dict[str, Any]:
     :raises HostError: the file cannot be read or is not a YAML mapping
     """
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block, a device never end
+            raise HostError(f"{path}: not a regular file (a configuration file must be one; "
+                            f"{_fix(path, packaged)})")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise HostError(f"{path}: cannot be read ({exc.strerror}; {_fix(path, packaged)})") \

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from tests.pki import CA
 from tests.sandbox import systemctl
 from tests.sandbox.host import SandboxHost
+from tests.sandbox.tree import differences, snapshot
 
 CLI = Path(sys.executable).with_name("certbot-wazo")
 
@@ -96,3 +97,29 @@ def test_signal_while_probing_does_not_wait_out_the_probe(reset_legacy: SandboxH
             assert host.served_cert(unit) == previous, unit
     pid = int((host.root / "run/sandbox/xivo-confd.pid").read_text())
     assert not _ignores_sigterm(pid)
+
+
+def test_signal_before_any_restart_changes_nothing(reset_legacy: SandboxHost, ca: CA,
+                                                   trust: Path, tmp_path: Path) -> None:
+    """SIGTERM while xivo-update-config renders the new hosts template: it is left to finish,
+    then every file comes back as it was and nothing is restarted."""
+    host = reset_legacy
+    before, events = snapshot(host.root), len(host.events())
+    crt, key = ca.issue(tmp_path / "pair", names=[host.name])
+    running = host.root / "run/sandbox/update-config-running"
+    running.unlink(missing_ok=True)
+    host.fault("update-config-slow")
+    proc = subprocess.Popen([str(CLI), "deploy", "--root", str(host.root), "--cert", str(crt),
+                             "--key", str(key)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "SSL_CERT_FILE": str(trust)})
+    deadline = time.monotonic() + 60
+    while not running.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert running.exists(), proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    host.fault("update-config-slow", on=False)
+    assert proc.returncode == 1 and "Traceback" not in out + err, (out, err)
+    assert "interrupted by SIGTERM before any restart; nothing was changed" in err
+    assert differences(before, snapshot(host.root)) == []
+    assert host.events()[events:] == []

@@ -128,6 +128,9 @@ def update_config(root: Path, argv: list[str]) -> int:
     if fault_armed(root, "update-config-fails"):
         print("ERROR: sandbox fault update-config-fails", file=sys.stderr)
         return 1
+    if fault_armed(root, "update-config-slow"):  # a window before any restart: signal it now
+        (sandbox_dir(root) / "update-config-running").touch()
+        time.sleep(2)
     base, custom = root / "usr/share/xivo-config/templates", root / "etc/xivo/custom-templates"
     modules = sorted({p.name for d in (base, custom) if d.is_dir() for p in d.iterdir() if p.is_dir()})
     with tempfile.TemporaryDirectory(prefix="xivo-update-config.") as tmp:

@@ -1,6 +1,7 @@
 """The host model: generation, endpoints and names are read from the host's own configuration."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,13 @@ def test_default_name_is_this_hosts_among_the_certificates(legacy_root: Path) ->
     assert host.pick_name(["mail.example.test", "wazo.example.test"]) == "wazo.example.test"
     assert host.pick_name(["pbx.example.org"]) == "pbx.example.org"
     assert host.pick_name(["mail.example.org", "sbc.example.org"]) is None
+
+
+def test_special_files_in_conf_d_are_refused_unread(legacy_root: Path) -> None:
+    """A FIFO would block the reader forever, a device would never end."""
+    fifo = legacy_root / "etc/xivo-auth/conf.d/040-fifo.yml"
+    os.mkfifo(fifo)
+    (legacy_root / "etc/xivo-auth/conf.d/041-zero.yml").symlink_to("/dev/zero")
+    host = Host(legacy_root)
+    assert Endpoint("127.0.0.1", 9497, "xivo-auth") in host.endpoints()
+    assert any(w.startswith(f"{fifo}: not a regular file") for w in host.warnings)
