@@ -191,6 +191,7 @@ class Deployment:
         try:
             self._begin(plan)
         except WazoError:
+            self._drop_unused_undo_log()
             self.release()
             raise
         try:
@@ -416,7 +417,11 @@ class Deployment:
                 if forget:
                     self._forget_host()
                 return False
-            self._begin(plan)
+            try:
+                self._begin(plan)
+            except WazoError:
+                self._drop_unused_undo_log()
+                raise
             try:
                 self._apply(plan)
                 self.journal.phase("installed")
@@ -590,6 +595,11 @@ class Deployment:
                             "found in the host's configuration (give them with "
                             "--wazo-probe ADDR:PORT)")
         return endpoints
+
+    def _drop_unused_undo_log(self) -> None:
+        """The undo log of a transaction stopped before its first change: nothing to undo."""
+        if self.journal.transaction.exists():
+            self.journal.transaction.remove()
 
     def _begin(self, plan: Plan) -> None:
         self.journal.begin([p for p, _ in plan.changes], plan.meta(self._installed_leaf()))

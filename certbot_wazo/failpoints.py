@@ -8,6 +8,9 @@ ENV = "CERTBOT_WAZO_FAILPOINT"
 
 
 def hit(name: str) -> None:
-    """Die at once, like a power cut, when CERTBOT_WAZO_FAILPOINT names this point."""
-    if os.environ.get(ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Die at once, like a power cut, when CERTBOT_WAZO_FAILPOINT names this point; with
+    NAME:SIGTERM (or another signal's name), receive that signal there instead."""
+    point, _, signame = os.environ.get(ENV, "").partition(":")
+    if point == name:
+        os.kill(os.getpid(), getattr(signal, signame, signal.SIGKILL) if signame
+                else signal.SIGKILL)

@@ -491,3 +491,24 @@ def test_interrupted_before_its_restart_costs_one_restart(host: SandboxHost, ca:
     assert "finishing it" in again.stdout
     assert host.commands().count(["wazo-service", "restart", "all"]) - before <= 1
     assert problems_after_deploy(host, crt, key) == []
+
+
+# -- 3. a signal at every step boundary ----------------------------------------------------------
+@pytest.mark.parametrize("point", CRASH_POINTS, ids=_crash_id)
+def test_signal_at_step_boundary(host: SandboxHost, ca: CA, bundle: Path, tmp_path: Path,
+                                 point: str) -> None:
+    """SIGTERM (an admin's kill, systemd stopping a unit) at each step: one line, exit 1, and
+    the host is back as it was, every service serving the previous pair; nothing left to
+    recover."""
+    crt, key = ca.issue(tmp_path / "le", names=[host.name])
+    before = snapshot(host.root)
+    previous = leaf_der(host.certs_dir / "server.crt")
+    result = cli(host, bundle, crt, key, failpoint=f"{point}:SIGTERM")
+    assert result.returncode == 1, (point, result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "interrupted by SIGTERM" in result.stderr
+    assert differences(before, snapshot(host.root)) == [], point
+    assert not os.path.lexists(host.root / STATE / "transaction")
+    if point in ("after-restart", "after-probe"):
+        assert all(host.served_cert(unit) == previous for unit in host.endpoints)
