@@ -98,6 +98,10 @@ def _refuse_symlinked_ancestors(path: Path) -> None:
             return
 
 
+# The files certbot-wazo manages are a few KiB; anything this large is not one of them.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
 def read_state(path: Path) -> FileState:
     """Read what a path holds, without following a final symlink.
 
@@ -120,7 +124,10 @@ def read_state(path: Path) -> FileState:
     except OSError as exc:
         raise HostError(f"{path}: cannot be read ({exc.strerror})") from None
     with os.fdopen(fd, "rb") as handle:
-        data = handle.read()
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise HostError(f"{path}: larger than {MAX_FILE_BYTES // 1024 // 1024} MiB, not one of "
+                        "the files certbot-wazo manages (move it away)")
     return FileState.file(data, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
 
 

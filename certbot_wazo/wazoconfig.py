@@ -258,8 +258,11 @@ def read_shell_vars(path: Path) -> dict[str, str]:
 
     :raises HostError: the file is missing or unreadable
     """
+    if path.exists() and not path.is_file():
+        raise HostError(f"{path}: not a regular file (Wazo's shell variables file must be one)")
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with open(path, "rb") as stream:  # common.conf is a few hundred bytes
+            text = stream.read(MAX_YAML_CHARS).decode("utf-8", errors="replace")
     except OSError as exc:
         raise HostError(f"{path}: cannot be read ({exc.strerror}; is this a Wazo host? "
                         "check --wazo-root)") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from certbot_wazo.errors import HostError
-from certbot_wazo.files import FileState, apply_state, read_state
+from certbot_wazo.files import MAX_FILE_BYTES, FileState, apply_state, read_state
 from certbot_wazo.journal import Journal
 
 
@@ -97,3 +97,11 @@ def test_symlink_higher_up_is_refused(tmp_path: Path) -> None:
     with pytest.raises(HostError, match="custom-templates/system: is a symlink on the way to "):
         apply_state(tmp_path / "custom-templates/system/etc/hosts", FileState.file(b"x", 0o644))
     assert list((outside / "system/etc").iterdir()) == []
+
+
+def test_a_huge_file_where_a_managed_file_goes_is_refused(tmp_path: Path) -> None:
+    huge = tmp_path / "hosts"
+    with open(huge, "wb") as stream:
+        stream.truncate(MAX_FILE_BYTES + 1)
+    with pytest.raises(HostError, match=f"^{huge}: larger than 16 MiB"):
+        read_state(huge)
