@@ -47,6 +47,7 @@ class Host:
         # gentle path; what it writes (010 links) changes no listener.
         self._configs: Optional[dict[str, dict[str, object]]] = None
         self._packaged: Optional[dict[str, dict[str, object]]] = None
+        self._yaml: dict[Path, object] = {}  # each YAML file parsed once per Host
         self._nginx: Optional[list[nginxconf.Directive]] = None
         self._owners: Optional[dict[str, str]] = None
         # What Wazo itself would skip or what certbot-wazo cannot know (said, never fatal).
@@ -125,7 +126,7 @@ class Host:
             config = wazoconfig.daemon_config(directory, self.path, defaults,
                                               self.packaged_by,
                                               yml_only=version is None or version >= (15, 16),
-                                              skip=skip)
+                                              skip=skip, cache=self._yaml)
             if not skip:
                 self._warn(*(f"{skipped}; Wazo's daemons skip it too" for skipped in
                              config.skipped))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import tempfile
@@ -53,8 +54,23 @@ def run(argv: Sequence[str], timeout: float) -> str:
 
 
 def _wait(proc: subprocess.Popen[bytes], argv: Sequence[str], timeout: float) -> None:
+    """Wait for the command's end, at once (a pidfd where the kernel has them: Popen.wait with
+    a timeout polls, up to 50 ms late per command)."""
     try:
-        proc.wait(timeout)
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = -1
+    try:
+        if pidfd >= 0:
+            try:
+                ready, _, _ = select.select([pidfd], [], [], timeout)
+            finally:
+                os.close(pidfd)
+            if not ready:
+                raise subprocess.TimeoutExpired(list(argv), timeout)
+            proc.wait()
+        else:
+            proc.wait(timeout)
     except subprocess.TimeoutExpired:
         _kill_session(proc)
         raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' did not finish within "

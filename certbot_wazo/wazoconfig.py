@@ -211,7 +211,8 @@ class DaemonConfig:
 def daemon_config(directory: Path, under: Callable[[str], Path],
                   defaults: Optional[dict[str, Any]] = None,
                   packaged: Optional[Owner] = None, yml_only: bool = True,
-                  skip: tuple[str, ...] = ()) -> DaemonConfig:
+                  skip: tuple[str, ...] = (),
+                  cache: Optional[dict[Path, Any]] = None) -> DaemonConfig:
     """A daemon's effective configuration as xivo-lib-python's config_helper builds it:
     conf.d files in name order, then config.yml, then the daemon's code defaults; first wins.
 
@@ -223,7 +224,21 @@ def daemon_config(directory: Path, under: Callable[[str], Path],
     :raises HostError: config.yml is not valid YAML
     """
     main_path = directory / "config.yml"
-    main = load_yaml(main_path, packaged) if main_path.is_file() else {}
+    def load(path: Path) -> dict[str, Any]:
+        """load_yaml, once per file when a cache is given (errors are cached too)."""
+        if cache is None:
+            return load_yaml(path, packaged)
+        if path not in cache:
+            try:
+                cache[path] = load_yaml(path, packaged)
+            except HostError as exc:
+                cache[path] = exc
+        found = cache[path]
+        if isinstance(found, HostError):
+            raise found
+        return dict(found)
+
+    main = load(main_path) if main_path.is_file() else {}
     extra = deep_merge(main, defaults or {}).get("extra_config_files")
     conf_d = directory / "conf.d"
     if isinstance(extra, str) and extra.startswith("/"):
@@ -233,7 +248,7 @@ def daemon_config(directory: Path, under: Callable[[str], Path],
     computed: list[Hidden] = []
     for path in conf_d_files(conf_d, under, yml_only, skip):
         try:
-            layer = load_yaml(path, packaged)
+            layer = load(path)
         except HostError as exc:
             skipped.append(str(exc))
             continue
