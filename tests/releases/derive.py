@@ -38,16 +38,9 @@ DAEMON_REPOS = ("wazo-auth", "wazo-confd", "wazo-dird", "wazo-amid", "wazo-agent
 TLS_KEYS = {"certificate", "private_key", "verify_certificate", "verify", "ssl", "https",
             "ssl_certfile", "ssl_keyfile", "certfile", "keyfile"}
 SIBLINGS = {"listen", "ip", "port", "host", "enabled"}
-# Debian release of each Wazo release, kept as stated facts because no packaged file names it
-# (debian/changelog distributions are stale): jessie from XiVO 15.20, stretch in 18.x, buster
-# from 19.x (wazo-platform/wazo-dist-upgrade bin/wazo-dist-upgrade-buster-check), bullseye from
-# 23.06 (bin/wazo-dist-upgrade-bullseye-check), bookworm from 25.15.
-DEBIAN = {
-    "15.12": ("wheezy", 7), "16.16": ("jessie", 8), "17.17": ("jessie", 8),
-    "18.03": ("stretch", 9), "19.17": ("buster", 10), "20.16": ("buster", 10),
-    "21.16": ("buster", 10), "22.16": ("buster", 10), "23.16": ("bullseye", 11),
-    "24.16": ("bullseye", 11), "25.14": ("bullseye", 11), "25.17": ("bookworm", 12),
-}
+# Debian's own numbering of its codenames (a fact about Debian, not about Wazo).
+DEBIAN_NUMBERS = {"wheezy": 7, "jessie": 8, "stretch": 9, "buster": 10, "bullseye": 11,
+                  "bookworm": 12, "trixie": 13}
 
 
 class Upstream:
@@ -417,6 +410,21 @@ def consul_links(up: Upstream, repo: str, tag: str, unit: str) -> list[str]:
             if len(line.split()) == 2 and "default_xivo_consul_config" in line.split()[0]]
 
 
+def debian(up: Upstream, release: str) -> Optional[dict[str, Any]]:
+    """The Debian release a host of release runs: the distribution wazo-upgrade switches to
+    (`wazo-dist -m pelican-CODENAME`), else the installer the installation page points at."""
+    for repo, path, pattern in (
+            ("wazo-upgrade", "bin/wazo-upgrade", r"wazo-dist -m pelican-(\w+)"),
+            ("wazo-doc", "source/installation/installsystem.rst",
+             r"releases/(\w+)/debian-installer")):
+        tag = up.tag(repo, release)
+        match = re.search(pattern, up.show(repo, tag, path) or "") if tag else None
+        if match and match.group(1) in DEBIAN_NUMBERS:
+            return {"codename": match.group(1), "version": DEBIAN_NUMBERS[match.group(1)],
+                    "source": dict(source(repo, tag, path), pattern=pattern)}
+    return None
+
+
 def endpoints(facts: dict[str, Any]) -> list[dict[str, Any]]:
     """The table: every TLS endpoint the release's services serve with the Wazo pair."""
     table = []
@@ -458,9 +466,8 @@ def endpoints(facts: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def derive(up: Upstream, release: str) -> dict[str, Any]:
-    codename, number = DEBIAN[release]
     facts: dict[str, Any] = {"release": release, "tag": tag_of(release),
-                             "debian": {"codename": codename, "version": number}}
+                             "debian": debian(up, release)}
     for name, reader, repos in (
             ("version_file", version_file, ("wazo-platform",)),
             ("certs", certs, ("wazo-certs",)), ("hosts_template", hosts_template, ("xivo-config",)),

@@ -100,3 +100,12 @@ def test_every_section_verifying_server_crt_is_known(release: str) -> None:
             releases.code_defaults(daemon["unit"], version))
         for dotted in daemon["verifies_server_crt"]:
             assert dotted.rsplit(".", 1)[0] in known, (daemon["unit"], dotted)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_every_platform_fact_cites_its_upstream_file(release: str) -> None:
+    facts = _facts(release)
+    for name in ("debian", "version_file", "certs", "hosts_template", "nginx"):
+        cited = facts[name]["source"]
+        assert cited["repo"].startswith(("wazo-platform/", "wazo-pbx/")) and cited["path"], name
+        assert cited.get("tag") or cited.get("commit"), name
