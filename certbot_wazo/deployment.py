@@ -572,12 +572,7 @@ class Deployment:
         found = []
         directories = self.host.cert_dirs()
         wazo = self._wazo_path(directories[0] / "server.crt") if directories else "server.crt"
-        for server in self.host.nginx_foreign(hostname):
-            path = self.host.path(server.certificates[0])
-            try:
-                served = _leaf_der(path.read_bytes()[:1024 * 1024], path)
-            except (OSError, WazoError):
-                served = b""
+        for server, served in self.host.nginx_foreign(hostname):
             if served != pair.leaf_der:
                 raise HostError(
                     f"{server.path}:{server.line}: nginx serves {server.certificates[0]} for "

@@ -7,7 +7,9 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
+
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from certbot_wazo import nginxconf, releases, wazoconfig
 from certbot_wazo.errors import HostError
@@ -50,6 +52,8 @@ class Host:
         self._yaml: dict[Path, object] = {}  # each YAML file parsed once per Host
         self._nginx: Optional[list[nginxconf.Directive]] = None
         self._owners: Optional[dict[str, str]] = None
+        self._version: Optional[releases.Version] = None
+        self._version_read = False
         # What Wazo itself would skip or what certbot-wazo cannot know (said, never fatal).
         self.warnings: list[str] = []
         # Whole conf.d files Wazo computes when a daemon starts (`!exec`): not run, not read.
@@ -136,7 +140,9 @@ class Host:
 
     def version(self) -> Optional[releases.Version]:
         """The Wazo release the host says it runs (its version file), None when unknown."""
-        return releases.read_version(self.path)
+        if not self._version_read:
+            self._version, self._version_read = releases.read_version(self.path), True
+        return self._version
 
     def family(self) -> Optional[releases.Family]:
         """The release family (and so the upstream procedure) of the host, when known."""
@@ -234,11 +240,7 @@ class Host:
 
         :raises HostError: a daemon configuration is malformed
         """
-        cert_paths = self.cert_paths()
-        return sorted(unit for unit, conf in self.packaged_configs().items()
-                      if unit not in MODERN_TLS_UNITS and any(
-                          v in cert_paths for key in ("verify_certificate", "verify")
-                          for v in wazoconfig.walk_values(conf, key)))
+        return sorted({unit for unit, _, _ in self._verifications()})
 
     def verifying_sections(self) -> dict[str, str]:
         """Client sections (section name -> its verification key) that some daemon verifies
@@ -246,8 +248,15 @@ class Host:
 
         :raises HostError: a daemon configuration is malformed
         """
-        cert_paths = self.cert_paths()
         found: dict[str, str] = {}
+        for _, section, key in self._verifications():
+            found.setdefault(section, key)
+        return found
+
+    def _verifications(self) -> Iterator[tuple[str, str, str]]:
+        """(unit, client section, verification key) for every client section of the packaged
+        configuration that verifies against server.crt (wazo-phoned's own excepted)."""
+        cert_paths = self.cert_paths()
         for unit, conf in self.packaged_configs().items():
             if unit in MODERN_TLS_UNITS:
                 continue
@@ -255,8 +264,7 @@ class Host:
                 if isinstance(value, dict):
                     for key in ("verify_certificate", "verify"):
                         if value.get(key) in cert_paths:
-                            found.setdefault(str(section), key)
-        return found
+                            yield unit, str(section), key
 
     # -- endpoints ----------------------------------------------------------------------------
     def endpoints(self) -> list[Endpoint]:
@@ -300,22 +308,38 @@ class Host:
 
         :raises HostError: nginx's configuration cannot be read or parsed
         """
+        return nginxconf.tls_servers(self._nginx_directives())
+
+    def _nginx_directives(self) -> list[nginxconf.Directive]:
+        """nginx's whole configuration, read once per Host."""
         if self._nginx is None:
             self._nginx = nginxconf.load(self.path) \
                 if self.path(nginxconf.NGINX_CONF).is_file() else []
-        return nginxconf.tls_servers(self._nginx)
+        return self._nginx
 
-    def nginx_foreign(self, name: str) -> list[nginxconf.TlsServer]:
+    def nginx_foreign(self, name: str) -> list[tuple[nginxconf.TlsServer, bytes]]:
         """nginx servers that answer for name on a port Wazo's site serves (443 at least) with a
-        certificate that is not Wazo's pair (certbot --nginx, or a hand edit of the site).
+        certificate that is not Wazo's pair (certbot --nginx, or a hand edit of the site), each
+        with the DER of the leaf its file holds (b"" when it cannot be read).
 
         :raises HostError: nginx's configuration cannot be read or parsed
         """
         cert_paths = self.cert_paths()
         servers = self.nginx_servers()
         ports = {s.port for s in servers if set(s.certificates) & cert_paths} | {443}
-        return [s for s in servers if s.port in ports and s.certificates
-                and not set(s.certificates) & cert_paths and nginxconf.answers_for(s, name)]
+        return [(s, self._leaf_in(s.certificates[0])) for s in servers
+                if s.port in ports and s.certificates and not set(s.certificates) & cert_paths
+                and nginxconf.answers_for(s, name)]
+
+    def _leaf_in(self, wazo_path: str) -> bytes:
+        path = self.path(wazo_path)
+        try:
+            with open(path, "rb") as stream:
+                chain = load_chain(stream.read(1024 * 1024), path)
+        except Exception as exc:  # unreadable: it cannot be the pair being deployed
+            logger.debug("%s: no certificate read (%s)", path, exc)
+            return b""
+        return chain[0].public_bytes(Encoding.DER)
 
     def _consul_https_port(self, cert_paths: set[str]) -> Optional[int]:
         """Consul's HTTPS port when it serves the pair (its *.json files merged in name order,
@@ -371,11 +395,10 @@ class Host:
         hostname = self.path("/etc/hostname")
         if hostname.is_file():
             candidates.extend(self._read(hostname).split())
-        if self.path(nginxconf.NGINX_CONF).is_file():
-            try:
-                candidates.extend(nginxconf.server_names(nginxconf.load(self.path)))
-            except HostError as exc:  # a broken nginx configuration only means fewer names
-                logger.debug("no nginx server names: %s", exc)
+        try:
+            candidates.extend(nginxconf.server_names(self._nginx_directives()))
+        except HostError as exc:  # a broken nginx configuration only means fewer names
+            logger.debug("no nginx server names: %s", exc)
         for directory in self.cert_dirs():
             crt = directory / "server.crt"
             try:

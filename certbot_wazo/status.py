@@ -84,7 +84,7 @@ def check(deployment: Deployment, config_dir: Path,
         report.generation = host.generation(deployment.settings.profile)
     except WazoError as exc:
         report.problems.append(str(exc))
-    _describe_release(host, report)
+    _describe_release(host, report, deployment.settings.profile)
     pair = _installed_pair(host, report, now)
     if pair is None:
         return report
@@ -122,14 +122,8 @@ def _check_nginx_foreign(host: Host, pair: Pair, report: Report) -> None:
     except WazoError as exc:
         report.problems.append(str(exc))
         return
-    for server in servers:
-        path = host.path(server.certificates[0])
-        try:
-            served = load_chain(path.read_bytes()[:1024 * 1024], path)[0]
-        except (OSError, WazoError):
-            served = None
-        if served is None or served.public_bytes(Encoding.DER) != \
-                pair.leaf.public_bytes(Encoding.DER):
+    for server, served in servers:
+        if served != pair.leaf_der:
             report.problems.append(
                 f"{server.path}:{server.line}: nginx serves {server.certificates[0]} for "
                 f"{report.hostname} on port {server.port}, not the installed Wazo certificate "
@@ -145,11 +139,7 @@ def _safe(check: Callable[[], bool]) -> bool:
         return False
 
 
-def _peers_verifying(host: Host) -> bool:
-    return _safe(lambda: bool(host.peers_verifying_pair()))
-
-
-def _describe_release(host: Host, report: Report) -> None:
+def _describe_release(host: Host, report: Report, profile: str) -> None:
     """The release the host runs, its family and upstream's procedure for it."""
     version = host.version()
     family = host.family()
@@ -161,10 +151,8 @@ def _describe_release(host: Host, report: Report) -> None:
         return
     report.family = f"{family.name} ({family.releases})"
     report.procedure = f"{family.procedure} [upstream: {family.doc}]"
-    if family.generation != report.generation:
-        verifying = ", ".join(host.peers_verifying_pair()) if _peers_verifying(host) else ""
-        report.procedure += (f"; this host's daemons still serve TLS or verify server.crt"
-                             f"{' (' + verifying + ')' if verifying else ''}: certbot-wazo "
+    if not family.overrides and _safe(lambda: overrides.wanted(host, profile, report.generation)):
+        report.procedure += ("; this host's daemons still verify server.crt: certbot-wazo "
                              "deploys the pair into Wazo's certificate directory with the "
                              "overrides, so they keep working")
 

@@ -83,8 +83,8 @@ def test_nginx_serving_another_file_is_foreign(legacy_root: Path) -> None:
     _site_with(legacy_root, "/etc/letsencrypt/live/wazo.example.test/fullchain.pem")
     host = Host(legacy_root)
     foreign = host.nginx_foreign("wazo.example.test")
-    assert {(s.port, s.certificates[0]) for s in foreign} == {
-        (443, "/etc/letsencrypt/live/wazo.example.test/fullchain.pem")}
+    assert {(s.port, s.certificates[0], leaf) for s, leaf in foreign} == {
+        (443, "/etc/letsencrypt/live/wazo.example.test/fullchain.pem", b"")}
     assert all(e.unit != "nginx" for e in host.endpoints())
 
 
