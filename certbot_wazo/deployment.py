@@ -92,6 +92,29 @@ class Plan:
                 "written": {path: digest(state) for path, state in self.changes}}
 
 
+def _plan_from_meta(meta: dict[str, Any], source: str) -> tuple[Plan, bytes]:
+    """The plan an undo log recorded (Plan.meta), and the leaf served before it.
+
+    :raises ValueError: the record is damaged
+    """
+    try:
+        def commands(value: Any) -> list[list[str]]:
+            return [[str(arg) for arg in command] for command in value]
+
+        plan = Plan(hostname=str(meta.get("hostname", "")),
+                    generation=str(meta.get("generation", "")), changes=[],
+                    update_config=bool(meta.get("update_config")),
+                    restarts=commands(meta.get("restarts", [])),
+                    endpoints=[Endpoint(str(a), int(p), str(u))
+                               for a, p, u in meta.get("endpoints", [])],
+                    expect_der=bytes.fromhex(str(meta.get("new_leaf", ""))),
+                    verify=bool(meta.get("verify", True)), label=str(meta.get("label", "")),
+                    source=source, gentle=commands(meta.get("gentle", [])))
+        return plan, bytes.fromhex(str(meta.get("previous_leaf", "")))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"damaged undo log ({exc})") from None
+
+
 class Deployment:
     """One deployment onto one host; the plugin, the command line and the hooks all use it."""
 
@@ -223,15 +246,8 @@ class Deployment:
             if meta.get("phase") not in ("installed", "restarting", "probing") or \
                     meta.get("new_leaf") != pair.leaf_der.hex():
                 return None
-            plan = Plan(hostname=str(meta["hostname"]), generation=str(meta["generation"]),
-                        changes=[], update_config=bool(meta["update_config"]),
-                        restarts=[[str(a) for a in c] for c in meta["restarts"]],
-                        endpoints=[Endpoint(str(a), int(p), str(u))
-                                   for a, p, u in meta["endpoints"]],
-                        expect_der=pair.leaf_der, verify=bool(meta.get("verify", True)),
-                        label=str(meta.get("label", "")), source=str(pair.cert_path),
-                        gentle=[[str(a) for a in c] for c in meta.get("gentle", [])])
-        except (WazoError, KeyError, TypeError, ValueError):
+            plan, _ = _plan_from_meta(meta, str(pair.cert_path))
+        except (WazoError, ValueError):
             return None  # an undo log it cannot read: recover() says what is wrong
         self.notify(f"{self.journal.transaction.path}: a deployment of this certificate was "
                     f"interrupted while {meta['phase']}; finishing it")
@@ -662,18 +678,15 @@ class Deployment:
         """
         _, meta = self.journal.transaction.read()
         try:  # the commands and endpoints to use once the files are back
-            previous = bytes.fromhex(str(meta.get("previous_leaf", "")))
-            endpoints = [Endpoint(str(a), int(p), str(u)) for a, p, u in meta.get("endpoints", [])]
-            name = str(meta.get("hostname", ""))
-            levels = [[[str(arg) for arg in command] for command in level]
-                      for level in (meta.get("gentle", []), meta.get("restarts", []))]
-        except (TypeError, ValueError):
+            plan, previous = _plan_from_meta(meta, str(self.journal.transaction.path))
+        except ValueError:
             raise HostError(f"{self.journal.transaction.path}: certbot-wazo's undo log is damaged "
                             "(its commands or endpoints cannot be read; inspect it, put the "
                             "previous certificate back by hand if needed, then remove "
                             f"{self.journal.transaction.path})") from None
+        endpoints, name = plan.endpoints, plan.hostname
         self.journal.restore(self.journal.transaction)
-        if meta.get("update_config"):
+        if plan.update_config:
             try:
                 services.update_config(self.host, self.settings.command_timeout)
             except CommandError as exc:  # the template is back; /etc/hosts follows next run
@@ -683,7 +696,8 @@ class Deployment:
             restarted = False  # every endpoint still serves the previous pair: no restart
         if restarted:
             failure, command_failed = self._restart_and_probe(
-                [level for level in levels if level], endpoints, name, previous, verify=False)
+                [level for level in (plan.gentle, plan.restarts) if level], endpoints, name,
+                previous, verify=False)
             if command_failed:
                 raise CommandError(f"{failure} (while restoring the previous certificate; fix "
                                    "it and run again: the restore will be retried)")
