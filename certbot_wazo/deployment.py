@@ -510,10 +510,8 @@ class Deployment:
         migrating = False
         if overrides.to_remove(self.host, self.settings.profile, generation):
             removals, kept = overrides.leftovers(self.host)
-            leftover = hosts.leftover_template(self.host)
-            if leftover is not None:
-                services.update_config_command(self.host)
-                removals.append((self.host.path(HOSTS_CUSTOM), leftover))
+            if any(path == self.host.path(HOSTS_CUSTOM) for path, _ in removals):
+                services.update_config_command(self.host)  # /etc/hosts is rendered again
                 update_config = True
             for note in kept:
                 self.notify(note)

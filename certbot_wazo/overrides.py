@@ -9,10 +9,10 @@ from typing import Any, Optional
 
 import yaml
 
-from certbot_wazo import wazoconfig
+from certbot_wazo import hosts, wazoconfig
 from certbot_wazo.errors import HostError
 from certbot_wazo.files import ABSENT, FILE, LINK, FileState, read_state
-from certbot_wazo.host import CUSTOM_FILE, LEGACY, LINK_NAME, Host
+from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, LEGACY, LINK_NAME, Host
 
 # Sections of the last upstream form of the procedure; consul spells its switch "verify".
 SECTIONS = ("consul", "agentd", "ajam", "amid", "auth", "confd", "call_logd", "ctid_ng", "dird",
@@ -185,7 +185,8 @@ def leftovers(host: Host) -> tuple[list[tuple[Path, FileState]], list[str]]:
 
     Only what is nothing but the procedure's is removed; what holds more is kept and named.
 
-    :returns: the removals, and a note for each file kept
+    :returns: the removals (the hosts template last), and a note for each file kept
+    :raises HostError: a conf.d is not a directory
     """
     removals: list[tuple[Path, FileState]] = []
     kept: list[str] = []
@@ -202,12 +203,16 @@ def leftovers(host: Host) -> tuple[list[tuple[Path, FileState]], list[str]]:
             kept.append(f"{exc}; kept")
             data = None
         if data is not None:
-            extra = sorted(f"{section}.{key}" for section, value in data.items()
-                           for key in (value if isinstance(value, dict) else {"": None})
+            extra = sorted(f"{section}.{key}" if isinstance(value, dict) else section
+                           for section, value in data.items()
+                           for key in (value if isinstance(value, dict) else [""])
                            if key not in OVERRIDE_KEYS)
             if extra:
                 kept.append(f"{path}: kept, it holds more than the procedure's overrides "
                             f"({', '.join(extra[:3])}); remove the host/verify keys yourself")
             else:
                 removals.append((path, FileState.absent()))
+    template = hosts.leftover_template(host)
+    if template is not None:
+        removals.append((host.path(HOSTS_CUSTOM), template))
     return removals, kept
