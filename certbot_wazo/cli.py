@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from certbot_wazo import options, status
 from certbot_wazo.deployment import Deployment, Settings
@@ -102,6 +102,15 @@ def _pair_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tu
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command; exit 0 done (or healthy), 1 failed (the host left as it was, or
     restored) or needs attention, 2 usage."""
+    previous = _catch_signals()  # status too: it may finish an interrupted deployment
+    try:
+        return _main(argv)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -120,7 +129,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _complain(_one_line(exc))
             return EXIT_FAILED
     deployment = Deployment(settings, notify=_say)
-    _catch_signals()
     try:
         if args.command == "deploy":
             cert, key = _pair_paths(args, parser)
@@ -155,10 +163,10 @@ def _say(message: str) -> None:
         pass
 
 
-def _catch_signals() -> None:
+def _catch_signals() -> dict[int, Any]:
     """SIGINT, SIGTERM and SIGHUP stop the run at the next safe point, which then undoes what
     this run changed (a restart command under way is left to finish first); later signals are
-    ignored so that nothing interrupts the undo."""
+    caught and dropped so that nothing interrupts the undo."""
     def later(signum: int, frame: Optional[FrameType]) -> None:
         """Caught and dropped (not SIG_IGN, which the commands run by the undo would inherit:
         services restarted by it would then ignore SIGTERM)."""
@@ -168,8 +176,7 @@ def _catch_signals() -> None:
             signal.signal(other, later)
         raise SignalledError(f"interrupted by {signal.Signals(signum).name}")
 
-    for signum in SIGNALS:
-        signal.signal(signum, interrupt)
+    return {signum: signal.signal(signum, interrupt) for signum in SIGNALS}
 
 
 def _one_line(exc: Exception) -> str:

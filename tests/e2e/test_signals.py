@@ -123,3 +123,33 @@ def test_signal_before_any_restart_changes_nothing(reset_legacy: SandboxHost, ca
     assert "interrupted by SIGTERM before any restart; nothing was changed" in err
     assert differences(before, snapshot(host.root)) == []
     assert host.events()[events:] == []
+
+
+def test_signal_while_status_recovers(reset_legacy: SandboxHost, ca: CA, trust: Path,
+                                      tmp_path: Path) -> None:
+    """`status` finishes an interrupted deployment first (a restart back to the previous pair):
+    Ctrl-C there too ends with one line, never a traceback, the services running."""
+    host = reset_legacy
+    crt, key = ca.issue(tmp_path / "pair", names=[host.name])
+    env = {**os.environ, "SSL_CERT_FILE": str(trust)}
+    killed = subprocess.run([str(CLI), "deploy", "--root", str(host.root), "--cert", str(crt),
+                             "--key", str(key)], capture_output=True, text=True, timeout=180,
+                            env={**env, "CERTBOT_WAZO_FAILPOINT": "after-restart"}, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    stopped = host.root / "run/sandbox/restart-stopped"
+    stopped.unlink(missing_ok=True)
+    host.fault("restart-slow")
+    proc = subprocess.Popen([str(CLI), "status", "--root", str(host.root)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not stopped.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stopped.exists(), proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    host.fault("restart-slow", on=False)
+    assert proc.returncode == 1 and "Traceback" not in out + err, (out, err)
+    assert "interrupted by SIGINT" in out + err
+    for unit, kind in host.units.items():
+        if kind != "noop":
+            assert systemctl.active(host.root, unit), unit
