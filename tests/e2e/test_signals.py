@@ -26,6 +26,14 @@ def _leaf(path: Path) -> bytes:
     return x509.load_pem_x509_certificates(path.read_bytes())[0].public_bytes(Encoding.DER)
 
 
+def _wait_for(marker: Path, proc: subprocess.Popen[str]) -> None:
+    """Until a sandbox stand-in touches marker (the command under test is then mid-way)."""
+    deadline = time.monotonic() + 60
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), proc.communicate()
+
+
 def _deploy_until_services_are_down(host: SandboxHost, ca: CA, trust: Path, tmp_path: Path,
                                     probe_timeout: int) -> subprocess.Popen[str]:
     """A deployment of a new pair, returned once `restart all` has stopped every service."""
@@ -37,10 +45,7 @@ def _deploy_until_services_are_down(host: SandboxHost, ca: CA, trust: Path, tmp_
                              "--key", str(key), "--probe-timeout", str(probe_timeout)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "SSL_CERT_FILE": str(trust)})
-    deadline = time.monotonic() + 60
-    while not stopped.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert stopped.exists(), proc.communicate()
+    _wait_for(stopped, proc)
     return proc
 
 
@@ -112,10 +117,7 @@ def test_signal_before_any_restart_changes_nothing(reset_legacy: SandboxHost, ca
     proc = subprocess.Popen([str(CLI), "deploy", "--root", str(host.root), "--cert", str(crt),
                              "--key", str(key)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "SSL_CERT_FILE": str(trust)})
-    deadline = time.monotonic() + 60
-    while not running.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert running.exists(), proc.communicate()
+    _wait_for(running, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     host.fault("update-config-slow", on=False)
@@ -141,10 +143,7 @@ def test_signal_while_status_recovers(reset_legacy: SandboxHost, ca: CA, trust: 
     host.fault("restart-slow")
     proc = subprocess.Popen([str(CLI), "status", "--root", str(host.root)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not stopped.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert stopped.exists(), proc.communicate()
+    _wait_for(stopped, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     host.fault("restart-slow", on=False)
