@@ -9,7 +9,7 @@ import yaml
 
 from certbot_wazo import hosts, overrides
 from certbot_wazo.errors import HostError
-from certbot_wazo.files import ABSENT, FILE, LINK, FileState, apply_state
+from certbot_wazo.files import ABSENT, LINK, FileState, apply_state, read_state
 from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, Host
 from certbot_wazo.wazoconfig import hosts_address
 
@@ -34,10 +34,13 @@ def test_overrides_keep_admin_keys(legacy_root: Path) -> None:
 
 
 def test_overrides_unchanged_when_already_right(legacy_root: Path) -> None:
+    """A second deployment wants exactly what the file holds: bytes, mode and owner."""
     host = Host(legacy_root)
-    apply_state(host.path(CUSTOM_FILE), overrides.desired_overrides(host, NAME))
-    current = overrides.desired_overrides(host, NAME)
-    assert overrides.desired_overrides(host, NAME) == current
+    path = host.path(CUSTOM_FILE)
+    apply_state(path, FileState.file(b"# ours\nwebhookd:\n  debug: true\n", 0o640, 0, 33))
+    apply_state(path, overrides.desired_overrides(host, NAME))
+    assert overrides.desired_overrides(host, NAME) == read_state(path)
+    assert read_state(path).mode == 0o640
 
 
 @pytest.mark.parametrize("content, message", [
@@ -115,11 +118,12 @@ def test_template_keeps_the_admins_custom_template(legacy_root: Path) -> None:
 
 
 def test_template_unchanged_when_already_right(legacy_root: Path) -> None:
+    """A second deployment wants exactly what the template holds: bytes, mode and owner."""
     host = Host(legacy_root)
+    apply_state(host.path(HOSTS_CUSTOM), FileState.file(b"127.0.1.1\twazo\n", 0o600, 0, 33))
     apply_state(host.path(HOSTS_CUSTOM), hosts.desired_template(host, NAME))
-    again = hosts.desired_template(host, NAME)
-    assert again.kind == FILE and again == hosts.desired_template(host, NAME)
-    assert again.data == host.path(HOSTS_CUSTOM).read_bytes()
+    assert hosts.desired_template(host, NAME) == read_state(host.path(HOSTS_CUSTOM))
+    assert read_state(host.path(HOSTS_CUSTOM)).mode == 0o600
 
 
 def test_template_unknown_placeholder(legacy_root: Path) -> None:
