@@ -1,4 +1,5 @@
-"""The overrides file, its conf.d links and the hosts template: desired content from any admin content."""
+"""The services' overrides: custom-certificate.yml wanted from any admin content, its 010 links in every
+conf.d, and what upgrading to 19.01 leaves to remove."""
 from __future__ import annotations
 
 import os
@@ -7,13 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from certbot_wazo import hosts, overrides
+from certbot_wazo import overrides
 from certbot_wazo.errors import HostError
-from certbot_wazo.files import ABSENT, LINK, FileState, apply_state, read_state
-from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, Host
-from certbot_wazo.wazoconfig import hosts_address
+from certbot_wazo.files import LINK, FileState, apply_state, read_state
+from certbot_wazo.host import CUSTOM_FILE, Host
 
 NAME = "wazo.example.test"
+# The owner an admin's file has: root:www-data when the tests run as root, else the caller's.
+OWNER = (0, 33) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
 
 
 def test_overrides_from_scratch(legacy_root: Path) -> None:
@@ -37,7 +39,7 @@ def test_overrides_unchanged_when_already_right(legacy_root: Path) -> None:
     """A second deployment wants exactly what the file holds: bytes, mode and owner."""
     host = Host(legacy_root)
     path = host.path(CUSTOM_FILE)
-    apply_state(path, FileState.file(b"# ours\nwebhookd:\n  debug: true\n", 0o640, 0, 33))
+    apply_state(path, FileState.file(b"# ours\nwebhookd:\n  debug: true\n", 0o640, *OWNER))
     apply_state(path, overrides.desired_overrides(host, NAME))
     assert overrides.desired_overrides(host, NAME) == read_state(path)
     assert read_state(path).mode == 0o640
@@ -88,63 +90,11 @@ def test_foreign_or_dangling_link(legacy_root: Path) -> None:
         overrides.desired_links(Host(legacy_root))
 
 
-def rendered(host: Host, state: FileState) -> str:
-    return hosts.render(state.data.decode(), host.common_conf())
-
-
-def test_template_from_base_when_name_is_the_fqdn(legacy_root: Path) -> None:
-    host = Host(legacy_root)
-    state = hosts.desired_template(host, NAME)
-    assert "127.0.1.1" not in state.data.decode()
-    assert hosts.MARK not in state.data.decode()
-    assert hosts_address(rendered(host, state), NAME) == "127.0.0.1"
-
-
-def test_template_maps_a_name_that_is_not_the_fqdn(legacy_root: Path) -> None:
-    host = Host(legacy_root)
-    state = hosts.desired_template(host, "pbx.example.org")
-    assert hosts_address(rendered(host, state), "pbx.example.org") == "127.0.0.1"
-    assert hosts_address(rendered(host, state), NAME) == "127.0.0.1"
-
-
-def test_template_keeps_the_admins_custom_template(legacy_root: Path) -> None:
-    host = Host(legacy_root)
-    custom = host.path(HOSTS_CUSTOM)
-    custom.parent.mkdir(parents=True)
-    custom.write_text("127.0.0.1\tlocalhost\n192.0.2.50\tsbc.example.test\n")
-    text = hosts.desired_template(host, NAME).data.decode()
-    assert "192.0.2.50\tsbc.example.test" in text
-    assert hosts_address(text, NAME) == "127.0.0.1"
-
-
-def test_template_unchanged_when_already_right(legacy_root: Path) -> None:
-    """A second deployment wants exactly what the template holds: bytes, mode and owner."""
-    host = Host(legacy_root)
-    apply_state(host.path(HOSTS_CUSTOM), FileState.file(b"127.0.1.1\twazo\n", 0o600, 0, 33))
-    apply_state(host.path(HOSTS_CUSTOM), hosts.desired_template(host, NAME))
-    assert hosts.desired_template(host, NAME) == read_state(host.path(HOSTS_CUSTOM))
-    assert read_state(host.path(HOSTS_CUSTOM)).mode == 0o600
-
-
-def test_template_unknown_placeholder(legacy_root: Path) -> None:
-    base = legacy_root / "usr/share/xivo-config/templates/system/etc/hosts"
-    base.write_text(base.read_text() + "#XIVO_NOPE#\tx\n")
-    with pytest.raises(HostError, match=f"^{base}: unknown placeholder #XIVO_NOPE#"):
-        hosts.desired_template(Host(legacy_root), NAME)
-
-
-def test_template_missing_base(legacy_root: Path) -> None:
-    base = legacy_root / "usr/share/xivo-config/templates/system/etc/hosts"
-    base.unlink()
-    with pytest.raises(HostError, match=f"^{base}: the base hosts template is missing"):
-        hosts.desired_template(Host(legacy_root), NAME)
-
-
 def test_absent_state_removes(legacy_root: Path) -> None:
     path = legacy_root / "etc/xivo/custom/x.yml"
     apply_state(path, FileState.file(b"a", 0o600))
     apply_state(path, FileState.absent())
-    assert not path.exists() and FileState.absent().kind == ABSENT
+    assert not path.exists()
 
 
 def test_leftovers_remove_only_the_procedures_own_files(legacy_root: Path) -> None:
@@ -163,26 +113,6 @@ def test_leftovers_remove_only_the_procedures_own_files(legacy_root: Path) -> No
                     "(auth.timeout); remove the host/verify keys yourself"]
 
 
-def test_leftover_hosts_template_only_when_it_is_the_procedures(legacy_root: Path) -> None:
-    host = Host(legacy_root)
-    base = host.path("/usr/share/xivo-config/templates/system/etc/hosts").read_text()
-    template = host.path(HOSTS_CUSTOM)
-    template.parent.mkdir(parents=True)
-    template.write_text(base.replace("127.0.1.1", "127.0.0.1"))
-    assert hosts.leftover_template(host) == FileState.absent()
-    template.write_text(base + "10.0.0.5\tsbc.example.test\n")
-    assert hosts.leftover_template(host) is None
-
-
-def test_a_new_name_replaces_the_previous_names_mapping(legacy_root: Path) -> None:
-    host = Host(legacy_root)
-    apply_state(host.path(HOSTS_CUSTOM), hosts.desired_template(host, "old.example.test"))
-    assert b"old.example.test" in host.path(HOSTS_CUSTOM).read_bytes()
-    text = hosts.desired_template(host, "new.example.test").data.decode()
-    assert "old.example.test" not in text
-    assert hosts_address(text, "new.example.test") == "127.0.0.1"
-
-
 def test_comments_of_the_overrides_survive(legacy_root: Path) -> None:
     path = legacy_root / CUSTOM_FILE.lstrip("/")
     path.parent.mkdir(parents=True)
@@ -196,3 +126,96 @@ def test_comments_of_the_overrides_survive(legacy_root: Path) -> None:
     data = yaml.safe_load(text)
     assert data["auth"] == {"host": NAME, "timeout": 30, "verify_certificate": True}
     assert data["consul"] == {"host": NAME, "verify": True}
+
+
+# -- whether a host needs the overrides ----------------------------------------------------------
+def no_peer_verifies(root: Path) -> None:
+    """No daemon of the tree verifies its peers against server.crt any more."""
+    for config in root.glob("etc/*/config.yml"):
+        config.write_text("\n".join(line for line in config.read_text().splitlines()
+                                    if "verify" not in line) + "\n")
+
+
+def version(root: Path, release: str) -> None:
+    path = root / "usr/share/xivo/XIVO-VERSION"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{release}\n")
+
+
+def test_a_modern_host_never_gets_the_overrides(legacy_root: Path) -> None:
+    assert overrides.wanted(Host(legacy_root), "auto", "modern") is False
+
+
+@pytest.mark.parametrize("release, wanted", [("15.17", True), ("16.16", True), ("18.14", True),
+                                             (None, True)])
+def test_legacy_hosts_whose_daemons_verify_server_crt_get_them(legacy_root: Path,
+                                                               release: str, wanted: bool) -> None:
+    """The testdata's daemons verify server.crt: whatever the release, a CA-issued pair there
+    needs the overrides (else they stop trusting each other)."""
+    if release:
+        version(legacy_root, release)
+    assert overrides.wanted(Host(legacy_root), "auto", "legacy") is wanted
+
+
+def test_replace_files_releases_without_verifying_peers_do_not(legacy_root: Path) -> None:
+    """15.12-15.17: upstream's procedure replaced the pair only."""
+    version(legacy_root, "15.12")
+    no_peer_verifies(legacy_root)
+    assert overrides.wanted(Host(legacy_root), "auto", "legacy") is False
+    assert overrides.wanted(Host(legacy_root), "legacy", "legacy") is True  # forced
+
+
+def test_unknown_release_keeps_them(legacy_root: Path) -> None:
+    no_peer_verifies(legacy_root)
+    assert overrides.wanted(Host(legacy_root), "auto", "legacy") is True
+
+
+def test_upgraded_hosts_drop_the_old_procedures_files(legacy_root: Path) -> None:
+    """19.01+: upstream asks to revert the overrides once nothing verifies server.crt."""
+    version(legacy_root, "19.17")
+    assert overrides.to_remove(Host(legacy_root), "auto", "modern") is True
+    version(legacy_root, "18.14")
+    assert overrides.to_remove(Host(legacy_root), "auto", "modern") is False
+
+
+def test_a_section_verifying_server_crt_outside_upstreams_list_is_switched_too(
+        legacy_root: Path) -> None:
+    """wazo-confd's provd client at 19.x: a code default upstream's page never listed."""
+    (legacy_root / "etc/xivo-confd/config.yml").write_text(
+        "provd:\n  host: localhost\n  verify_certificate: /usr/share/xivo-certs/server.crt\n")
+    data = yaml.safe_load(overrides.desired_overrides(Host(legacy_root), NAME).data)
+    assert data["provd"] == {"host": NAME, "verify_certificate": True}
+
+
+def test_a_flow_style_file_is_rewritten_whole_and_still_right(legacy_root: Path) -> None:
+    """`auth: {}` is not the plain layout: the safe path rewrites the file, keys kept."""
+    path = legacy_root / CUSTOM_FILE.lstrip("/")
+    path.parent.mkdir(parents=True)
+    path.write_text("auth: {timeout: 30}\n")
+    text = overrides.desired_overrides(Host(legacy_root), NAME).data.decode()
+    assert text.startswith(overrides.HEADER)
+    assert yaml.safe_load(text)["auth"] == {"timeout": 30, "host": NAME,
+                                            "verify_certificate": True}
+
+
+def test_link_target_is_relative_to_each_conf_d(legacy_root: Path) -> None:
+    host = Host(legacy_root)
+    conf_d = legacy_root / "etc/xivo-auth/conf.d"
+    assert overrides.link_target(host, conf_d) == "../../xivo/custom/custom-certificate.yml"
+
+
+def test_leftovers_keep_a_damaged_overrides_file_and_say_so(legacy_root: Path) -> None:
+    custom = legacy_root / CUSTOM_FILE.lstrip("/")
+    custom.parent.mkdir(parents=True)
+    custom.write_text("auth: [\n")
+    removals, kept = overrides.leftovers(Host(legacy_root))
+    assert custom not in dict(removals)
+    assert len(kept) == 1 and kept[0].startswith(f"{custom}: not valid YAML")
+    assert kept[0].endswith("; kept")
+
+
+def test_leftovers_leave_a_foreign_link_alone(legacy_root: Path) -> None:
+    link = legacy_root / "etc/xivo-auth/conf.d/010-custom-certificate.yml"
+    link.symlink_to("/etc/elsewhere.yml")
+    removals, _ = overrides.leftovers(Host(legacy_root))
+    assert link not in dict(removals)
