@@ -39,7 +39,8 @@ def _tree(tmp_path: Path, ca: CA, generation: str) -> Path:
     shutil.copy(key, certs / "server.key")
     for name, mode in (("server.crt", 0o640 if generation == "legacy" else 0o644),
                        ("server.key", 0o640)):
-        os.chown(certs / name, 0, 33)
+        if os.geteuid() == 0:  # as Wazo ships them; a test run as another user keeps its own
+            os.chown(certs / name, 0, 33)
         os.chmod(certs / name, mode)
     return root
 

@@ -109,3 +109,55 @@ def test_every_platform_fact_cites_its_upstream_file(release: str) -> None:
         cited = facts[name]["source"]
         assert cited["repo"].startswith(("wazo-platform/", "wazo-pbx/")) and cited["path"], name
         assert cited.get("tag") or cited.get("commit"), name
+
+
+@pytest.mark.parametrize("text, version", [
+    ("19.17\n", (19, 17)), ("25.14.1", (25, 14)), ("xivo-15.12", (15, 12)), ("", None),
+    ("unknown", None), ("1.2", None),
+])
+def test_parse_version(text: str, version: Any) -> None:
+    assert releases.parse_version(text) == version
+
+
+def test_wazo_version_file_wins_and_a_garbled_one_is_skipped(tmp_path: Path) -> None:
+    def under(path: str) -> Path:
+        return tmp_path / path.lstrip("/")
+
+    assert releases.read_version(under) is None
+    (tmp_path / "usr/share/wazo").mkdir(parents=True)
+    (tmp_path / "usr/share/wazo/WAZO-VERSION").write_bytes(b"\xff\xfe garbage")
+    (tmp_path / "usr/share/xivo").mkdir(parents=True)
+    (tmp_path / "usr/share/xivo/XIVO-VERSION").write_text("18.03\n")
+    assert releases.read_version(under) == (18, 3)
+    (tmp_path / "usr/share/wazo/WAZO-VERSION").write_text("19.01\n")
+    assert releases.read_version(under) == (19, 1)
+
+
+@pytest.mark.parametrize("version, name", [
+    ((15, 11), None), ((15, 12), "replace-files"), ((15, 17), "replace-files"),
+    ((15, 18), "legacy-overrides"), ((18, 14), "legacy-overrides"), ((18, 15), None),
+    ((19, 1), "nginx-only"), ((99, 99), "nginx-only"), (None, None),
+])
+def test_family_boundaries(version: Any, name: Any) -> None:
+    family = releases.family(version)
+    assert (family.name if family else None) == name
+
+
+def test_family_ranges_as_people_write_them() -> None:
+    assert [f.releases for f in releases.FAMILIES] == ["15.12-15.17", "15.18-18.14", "19.01+"]
+
+
+@pytest.mark.parametrize("unit, version, port", [
+    ("xivo-websocketd", (16, 2), 9502), ("xivo-websocketd", (20, 8), 9502),
+    ("xivo-websocketd", (16, 1), None), ("xivo-websocketd", (20, 9), None),
+    ("xivo-websocketd", None, None), ("nginx", (19, 17), None),
+])
+def test_code_defaults_only_within_their_releases(unit: str, version: Any, port: Any) -> None:
+    defaults = releases.code_defaults(unit, version)
+    assert (defaults["websocket"]["port"] if defaults else None) == port
+
+
+def test_plugind_listener_moves_at_20_05() -> None:
+    assert releases.code_defaults("wazo-plugind", (20, 4))["rest_api"]["https"]["port"] == 9503
+    moved = releases.code_defaults("wazo-plugind", (20, 5))["rest_api"]
+    assert moved["port"] == 9503 and "https" not in moved
