@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Optional
 
 import pytest
 from certbot import configuration, errors
 from certbot._internal import cli
 from certbot._internal.plugins import disco
 
+from certbot_wazo import installer as installer_module
+from certbot_wazo.deployment import Settings
+from certbot_wazo.errors import HostError, LockBusyError, PairError, RolledBackError
+from certbot_wazo.host import Host
 from certbot_wazo.installer import WazoInstaller
 
 
@@ -45,3 +51,189 @@ def test_config_test_names_what_is_missing(legacy_root: Path, tmp_path: Path) ->
 def test_bad_option_is_a_misconfiguration(legacy_root: Path, tmp_path: Path) -> None:
     with pytest.raises(errors.MisconfigurationError, match="--wazo-probe: 'nowhere' is not ADDR:PORT"):
         installer(tmp_path, legacy_root, "--wazo-probe", "nowhere").prepare()
+
+
+# -- with the deployment faked: what certbot's calls become ---------------------------------------
+class FakeDeployment:
+    """Stands in for the deployment transaction: records calls; `fail` maps a method to the
+    error it raises."""
+
+    def __init__(self, settings: Settings, notify: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.host = Host(settings.root)
+        self.plan: Optional[object] = None
+        self.journal = SimpleNamespace(previous="previous-snapshot")
+        self.calls: list[tuple[object, ...]] = []
+        self.fail: dict[str, BaseException] = {}
+
+    def _call(self, name: str, *args: object) -> None:
+        self.calls.append((name, *args))
+        if name in self.fail:
+            raise self.fail[name]
+
+    def install(self, cert: Path, key: Path, remember: bool = False) -> bool:
+        self._call("install", cert, key, remember)
+        self.plan = object()
+        return True
+
+    def activate(self) -> None:
+        self._call("activate")
+        self.plan = None
+
+    def refresh(self) -> bool:
+        self._call("refresh")
+        return False
+
+    def abort(self) -> None:
+        self._call("abort")
+        self.plan = None
+
+    def restore(self, snapshot: object, label: str) -> bool:
+        self._call("restore", snapshot, label)
+        return True
+
+    def recover_if_idle(self, boot: bool = False, wait: Optional[float] = None) -> bool:
+        self._call("recover_if_idle", wait)
+        return False
+
+
+@pytest.fixture
+def faked(legacy_root: Path, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> tuple[WazoInstaller, FakeDeployment]:
+    monkeypatch.setattr(installer_module, "Deployment", FakeDeployment)
+    wazo = installer(tmp_path, legacy_root)
+    deployment = wazo._get_deployment()
+    assert isinstance(deployment, FakeDeployment)
+    return wazo, deployment
+
+
+def test_deploy_cert_installs_once_per_certificate(
+        faked: tuple[WazoInstaller, FakeDeployment]) -> None:
+    """certbot calls deploy_cert once per name of the certificate: one install."""
+    wazo, deployment = faked
+    for domain in ("wazo.example.test", "pbx.example.test"):
+        wazo.deploy_cert(domain, "/le/cert.pem", "/le/privkey.pem", "/le/chain.pem",
+                         "/le/fullchain.pem")
+    assert deployment.calls == [("install", Path("/le/fullchain.pem"), Path("/le/privkey.pem"),
+                                 False)]
+
+
+def test_deploy_cert_needs_the_full_chain(faked: tuple[WazoInstaller, FakeDeployment]) -> None:
+    wazo, deployment = faked
+    with pytest.raises(errors.PluginError, match="^/le/cert.pem: Wazo needs the full chain"):
+        wazo.deploy_cert("wazo.example.test", "/le/cert.pem", "/le/privkey.pem")
+    assert deployment.calls == []
+
+
+def test_renewal_installs_the_lineage_and_remembers_it(
+        faked: tuple[WazoInstaller, FakeDeployment]) -> None:
+    wazo, deployment = faked
+    wazo.renew_deploy(SimpleNamespace(fullchain_path="/le/fullchain.pem",
+                                      key_path="/le/privkey.pem"))
+    assert deployment.calls == [("install", Path("/le/fullchain.pem"), Path("/le/privkey.pem"),
+                                 True)]
+
+
+@pytest.mark.parametrize("error, message", [
+    (PairError("/le/fullchain.pem: expired (renew it)"), "/le/fullchain.pem: expired (renew it)"),
+    (PermissionError(13, "Permission denied", "/le/privkey.pem"),
+     "/le/privkey.pem: Permission denied (fix it, then run again)"),
+])
+def test_a_refused_install_is_a_plugin_error_with_the_one_line(
+        faked: tuple[WazoInstaller, FakeDeployment], error: BaseException, message: str) -> None:
+    wazo, deployment = faked
+    deployment.fail["install"] = error
+    with pytest.raises(errors.PluginError) as raised:
+        wazo.deploy_cert("wazo.example.test", "/le/cert.pem", "/le/privkey.pem",
+                         fullchain_path="/le/fullchain.pem")
+    assert str(raised.value) == message
+
+
+def test_restart_activates_what_this_run_installed(
+        faked: tuple[WazoInstaller, FakeDeployment]) -> None:
+    wazo, deployment = faked
+    wazo.deploy_cert("wazo.example.test", "/c", "/k", fullchain_path="/f")
+    wazo.restart()
+    assert [c[0] for c in deployment.calls] == ["install", "activate"]
+
+
+def test_restart_with_nothing_installed_refreshes(
+        faked: tuple[WazoInstaller, FakeDeployment]) -> None:
+    wazo, deployment = faked
+    wazo.restart()
+    assert deployment.calls == [("refresh",)]
+
+
+def test_a_failed_activation_is_rolled_back_once(
+        faked: tuple[WazoInstaller, FakeDeployment]) -> None:
+    """The activation rolled back itself: certbot's rollback after it restores nothing more."""
+    wazo, deployment = faked
+    wazo.deploy_cert("wazo.example.test", "/c", "/k", fullchain_path="/f")
+    deployment.fail["activate"] = RolledBackError("/f: nginx still serves the previous "
+                                                  "certificate (restored)")
+    with pytest.raises(errors.MisconfigurationError, match="^/f: nginx still serves"):
+        wazo.restart()
+    deployment.plan = None
+    wazo.rollback_checkpoints()
+    assert [c[0] for c in deployment.calls] == ["install", "activate"]
+
+
+def test_rollback_undoes_this_runs_install_else_restores_the_previous_state(
+        faked: tuple[WazoInstaller, FakeDeployment]) -> None:
+    wazo, deployment = faked
+    wazo.deploy_cert("wazo.example.test", "/c", "/k", fullchain_path="/f")
+    wazo.rollback_checkpoints()
+    wazo.rollback_checkpoints()
+    assert deployment.calls[1:] == [("abort",), ("restore", "previous-snapshot",
+                                                 "Restored the previous state")]
+
+
+def test_recovery_routine_undoes_what_was_not_restarted(
+        faked: tuple[WazoInstaller, FakeDeployment]) -> None:
+    wazo, deployment = faked
+    wazo.recovery_routine()
+    assert deployment.calls == [("abort",)]
+    deployment.fail["abort"] = HostError("/x: cannot be written (y)")
+    with pytest.raises(errors.PluginError, match="^/x: cannot be written"):
+        wazo.recovery_routine()
+
+
+@pytest.mark.parametrize("error", [LockBusyError("/lock: busy"), HostError("/x: damaged (y)"),
+                                   PermissionError(13, "Permission denied", "/x")])
+def test_prepare_never_fails_because_an_interrupted_deployment_cannot_be_finished_yet(
+        faked: tuple[WazoInstaller, FakeDeployment], error: BaseException) -> None:
+    """During `certbot renew` a failing prepare() silently drops the installer."""
+    wazo, deployment = faked
+    deployment.fail["recover_if_idle"] = error
+    wazo.prepare()
+    assert deployment.calls == [("recover_if_idle", 0.0)]
+
+
+def test_prepare_refuses_a_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(errors.NoInstallationError, match="nonexistent: no such directory \\(give "
+                       "the Wazo root with --wazo-root\\)"):
+        installer(tmp_path, tmp_path / "nonexistent").prepare()
+
+
+def test_config_test_passes_on_a_complete_legacy_host(legacy_root: Path, tmp_path: Path) -> None:
+    for name in ("wazo-service", "xivo-update-config"):
+        script = legacy_root / "usr/sbin" / name
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text("#!/bin/sh\n")
+        script.chmod(0o755)
+    installer(tmp_path, legacy_root).config_test()
+
+
+def test_config_test_wants_an_endpoint_or_a_probe(modern_root: Path, tmp_path: Path) -> None:
+    systemctl = modern_root / "bin/systemctl"
+    systemctl.parent.mkdir(parents=True)
+    systemctl.write_text("#!/bin/sh\n")
+    systemctl.chmod(0o755)
+    installer(tmp_path, modern_root).config_test()
+    (modern_root / "etc/nginx/nginx.conf").write_text("events {}\n")
+    for path in sorted((modern_root / "etc/wazo-phoned").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    with pytest.raises(errors.MisconfigurationError, match="no TLS endpoint in the host's "
+                       "configuration \\(give --wazo-probe ADDR:PORT\\)"):
+        installer(tmp_path, modern_root).config_test()
+    installer(tmp_path, modern_root, "--wazo-probe", "127.0.0.1:443").config_test()
