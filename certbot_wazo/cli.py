@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -13,6 +14,7 @@ from typing import Any, Optional, Sequence
 from certbot_wazo import options, status
 from certbot_wazo.deployment import Deployment, Settings
 from certbot_wazo.errors import SignalledError, WazoError
+from certbot_wazo.records import SavedSettings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -36,6 +38,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe-timeout", default=sup, type=float, metavar="SECONDS",
                         help=f"how long services get to come back (default "
                              f"{options.DEFAULT_PROBE_TIMEOUT:g})")
+    parser.add_argument("-v", "--verbose", default=sup, action="store_true",
+                        help="log every command with its output, every probe and every file "
+                             "written to standard error")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +118,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(argv: Optional[Sequence[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "verbose", False):
+        _log_to_stderr()
     try:
         settings = settings_from(args)
     except ValueError as exc:
@@ -196,23 +203,32 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK if report.healthy else EXIT_FAILED
 
 
+def _log_to_stderr() -> None:
+    """certbot-wazo's debug log on standard error (certbot's own log gets it from the plugin)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    package = logging.getLogger("certbot_wazo")
+    package.addHandler(handler)
+    package.setLevel(logging.DEBUG)
+
+
 def _retry_settings(deployment: Deployment, args: argparse.Namespace) -> Settings:
-    """The failed deployment's own settings, unless the command line gives others."""
-    record = deployment.journal.failure() or {}
-    saved = record.get("settings", {}) if isinstance(record.get("settings"), dict) else {}
-    probes = saved.get("probes", [])
+    """The failed deployment's own settings, unless the command line gives others.
+
+    :raises WazoError: the remembered deployment cannot be read
+    """
+    record = deployment.journal.failure()
+    saved = record.settings if record is not None else SavedSettings()
     try:
         return options.settings(
             root=deployment.settings.root,
-            profile=getattr(args, "profile", str(saved.get("profile", "auto"))),
-            hostname=getattr(args, "hostname", saved.get("hostname") if isinstance(
-                saved.get("hostname"), str) else None),
-            probe=getattr(args, "probe", ",".join(str(p) for p in probes)
-                          if isinstance(probes, list) and probes else None),
+            profile=getattr(args, "profile", saved.profile),
+            hostname=getattr(args, "hostname", saved.hostname),
+            probe=getattr(args, "probe", ",".join(saved.probes) or None),
             probe_timeout=getattr(args, "probe_timeout",
-                                  saved.get("probe_timeout", options.DEFAULT_PROBE_TIMEOUT)),
+                                  saved.probe_timeout or options.DEFAULT_PROBE_TIMEOUT),
             prefix="--",
-            force_profile=getattr(args, "force_profile", saved.get("force_profile") is True))
+            force_profile=getattr(args, "force_profile", saved.force_profile))
     except (TypeError, ValueError) as exc:
         raise WazoError(f"{deployment.journal.failure_path}: the remembered deployment's "
                         f"settings are damaged ({exc}; give them on the command line, or remove "

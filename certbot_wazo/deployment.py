@@ -1,17 +1,49 @@
 """The deployment transaction over a Wazo host: validate, stage, install, configure, probe, restart,
-probe, then commit or roll back."""
+probe, then commit or roll back.
+
+The phases, as the undo log ROOT/var/lib/certbot-wazo/transaction records them (records.Phase),
+and what the next run does when a deployment is interrupted in each (killed, power cut). Every
+command recovers first (`_recover`), and certbot-wazo-recover.service does it at boot.
+
+=============  ==========================================  ======================================
+phase          what is going on                            interrupted: the next run
+=============  ==========================================  ======================================
+(none)         validate the pair, stage the plan           nothing was written: nothing to do
+INSTALLING     the undo log holds what every path held;    puts every path back, renders
+               files are written, xivo-update-config       /etc/hosts again; nothing was
+               renders /etc/hosts                          restarted, nothing is
+INSTALLED      every file written; the pair passed a TLS   the same pair rolls forward (restart,
+               handshake before any restart                probe, commit); else as INSTALLING
+RESTARTING     the services restart on the new files,      the same pair rolls forward (commit
+               then every endpoint is probed               without restart if every endpoint
+                                                           serves it); else the files go back
+                                                           and the services restart on them
+                                                           (not when they still serve them)
+(committed)    the undo log became `previous`; what was    nothing to do
+               written is remembered (written.json)
+=============  ==========================================  ======================================
+
+At boot (`recover --boot`, services not started yet) the files are put back whatever the phase,
+and the phase becomes INSTALLING: the next run renders /etc/hosts and clears the undo log.
+
+One code path applies a plan and undoes it (`_put_in_place`, `_activate`, `_undo`): deploy,
+rollback, revert and restore all go through it. Each public entry point holds the host's lock
+for its whole run (`_locked`); install() hands it on to activate() or abort() when it leaves a
+plan pending (certbot calls deploy_cert, then restart, in one process).
+"""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Optional
+from typing import Callable, ContextManager, Iterator, Optional
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certbot_wazo import failpoints, hosts, overrides, services, tls
+from certbot_wazo import desired, failpoints, services, tls
 from certbot_wazo.errors import (
     CommandError,
     HostError,
@@ -22,10 +54,11 @@ from certbot_wazo.errors import (
     WazoError,
 )
 from certbot_wazo.files import FILE, FileState, apply_state, read_state
-from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, HOSTS_FILE, LEGACY, STATE_DIR, Host
+from certbot_wazo.host import HOSTS_CUSTOM, HOSTS_FILE, LEGACY, STATE_DIR, Host
 from certbot_wazo.host import loopback as host_loopback
 from certbot_wazo.journal import Journal, Snapshot, digest
 from certbot_wazo.pair import Pair, load_chain
+from certbot_wazo.records import Failure, Phase, RecordError, SavedSettings, Transaction
 from certbot_wazo.tls import Endpoint
 
 logger = logging.getLogger(__name__)
@@ -81,38 +114,22 @@ class Plan:
         """Nothing to change: the host already has this pair and configuration."""
         return not self.changes and not self.update_config
 
-    def meta(self, previous_der: bytes) -> dict[str, Any]:
-        """What crash recovery needs to undo this plan."""
-        return {"hostname": self.hostname, "generation": self.generation,
-                "update_config": self.update_config, "restarts": self.restarts,
-                "gentle": self.gentle,
-                "endpoints": [[e.address, e.port, e.unit] for e in self.endpoints],
-                "previous_leaf": previous_der.hex(), "label": self.label,
-                "new_leaf": self.expect_der.hex(), "verify": self.verify,
-                "written": {path: digest(state) for path, state in self.changes}}
+    def record(self, previous_der: bytes) -> Transaction:
+        """What crash recovery needs to finish or undo this plan."""
+        return Transaction(phase=Phase.INSTALLING, hostname=self.hostname,
+                           generation=self.generation, update_config=self.update_config,
+                           restarts=self.restarts, gentle=self.gentle,
+                           endpoints=list(self.endpoints), previous_leaf=previous_der,
+                           new_leaf=self.expect_der, label=self.label, verify=self.verify,
+                           written={path: digest(state) for path, state in self.changes})
 
-
-def _plan_from_meta(meta: dict[str, Any], source: str) -> tuple[Plan, bytes]:
-    """The plan an undo log recorded (Plan.meta), and the leaf served before it.
-
-    :raises ValueError: the record is damaged
-    """
-    try:
-        def commands(value: Any) -> list[list[str]]:
-            return [[str(arg) for arg in command] for command in value]
-
-        plan = Plan(hostname=str(meta.get("hostname", "")),
-                    generation=str(meta.get("generation", "")), changes=[],
-                    update_config=bool(meta.get("update_config")),
-                    restarts=commands(meta.get("restarts", [])),
-                    endpoints=[Endpoint(str(a), int(p), str(u))
-                               for a, p, u in meta.get("endpoints", [])],
-                    expect_der=bytes.fromhex(str(meta.get("new_leaf", ""))),
-                    verify=bool(meta.get("verify", True)), label=str(meta.get("label", "")),
-                    source=source, gentle=commands(meta.get("gentle", [])))
-        return plan, bytes.fromhex(str(meta.get("previous_leaf", "")))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"damaged undo log ({exc})") from None
+    @classmethod
+    def recorded(cls, record: Transaction, source: str) -> Plan:
+        """The plan an undo log recorded (its file changes are in the undo log itself)."""
+        return cls(hostname=record.hostname, generation=record.generation, changes=[],
+                   update_config=record.update_config, restarts=record.restarts,
+                   endpoints=record.endpoints, expect_der=record.new_leaf, verify=record.verify,
+                   label=record.label, source=source, gentle=record.gentle)
 
 
 class Deployment:
@@ -123,10 +140,43 @@ class Deployment:
         self.host = Host(settings.root)
         self.notify = notify
         self.journal = Journal(self.host.path(STATE_DIR), self.host.path)
+        # Installed and probed, waiting for activate() or abort(); it holds the lock meanwhile.
         self.plan: Optional[Plan] = None
         self._lock: Optional[ContextManager[None]] = None
+        self._depth = 0  # how many public entry points are running (they call each other)
         self._source: tuple[Path, Path, bool] = (Path(), Path(), False)
-        self._keep_lock = False
+
+    # -- the lock -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, wait: Optional[float] = None) -> Iterator[None]:
+        """The host's lock for one public entry point: taken on entry unless held already (a
+        pending plan holds it from install() to activate()), let go when the outermost entry
+        point ends, unless it leaves a plan pending.
+
+        :raises HostError: the root is not a Wazo host (no state is created under it)
+        :raises LockBusyError: another deployment still holds it after wait (default
+            settings.lock_timeout)
+        """
+        if self._lock is None:
+            if not self.host.cert_dirs():  # never create state under a mistyped root
+                raise HostError(f"{self.host.path('/usr/share/xivo-certs')}: no Wazo certificate "
+                                "directory (is this a Wazo host? check the root)")
+            lock = self.journal.lock(self.settings.lock_timeout if wait is None else wait,
+                                     self.notify)
+            lock.__enter__()
+            self._lock = lock
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            self.release()
+
+    def release(self) -> None:
+        """Let other deployments run, unless an entry point is running or a plan is pending."""
+        if self._lock is not None and self._depth == 0 and self.plan is None:
+            lock, self._lock = self._lock, None
+            lock.__exit__(None, None, None)
 
     # -- the flow -----------------------------------------------------------------------------
     def run(self, cert: Path, key: Path, remember: bool = False) -> bool:
@@ -138,13 +188,10 @@ class Deployment:
         :raises WazoError: nothing was changed (bad input, unusable host)
         :raises RolledBackError: the new pair failed after the restart; the previous one is back
         """
-        try:
-            if not self.install(cert, key, remember):
-                return False
-            self.activate()
-            return True
-        finally:
-            self.release()
+        if not self.install(cert, key, remember):
+            return False
+        self.activate()
+        return True
 
     def retry(self) -> Optional[bool]:
         """Deploy the remembered failed deployment, if any.
@@ -154,16 +201,12 @@ class Deployment:
         """
         self.recover_if_idle()
         record = self.journal.failure()
-        if record is None or "cert" not in record:
+        if record is None:
             self.notify("No failed deployment to retry")
             return None
-        if not (isinstance(record.get("cert"), str) and isinstance(record.get("key"), str)):
-            raise HostError(f"{self.journal.failure_path}: the remembered deployment is damaged "
-                            f"(remove {self.journal.failure_path}; the next renewal remembers "
-                            "its own)")
-        self.notify(f"Retrying the deployment of {record['cert']} that failed at "
-                    f"{record.get('failed_at', '?')}: {record.get('error', '')}")
-        return self.run(Path(record["cert"]), Path(record["key"]), remember=True)
+        self.notify(f"Retrying the deployment of {record.cert} that failed at "
+                    f"{record.failed_at}: {record.error}")
+        return self.run(Path(record.cert), Path(record.key), remember=True)
 
     def install(self, cert: Path, key: Path, remember: bool = False) -> bool:
         """Validate, stage, install, configure and probe before any restart.
@@ -181,7 +224,7 @@ class Deployment:
             raise  # the pair itself is bad: retrying it cannot help, nothing to remember
         except SignalledError as exc:
             raise SignalledError(f"{cert}: {exc} before any restart; nothing was changed (run "
-                              "the command again)") from None
+                                 "the command again)") from None
         except WazoError as exc:
             self._remember_failure(exc)
             raise
@@ -195,40 +238,45 @@ class Deployment:
         hostname = self.settings.hostname or self._default_name(pair)
         pair.check(hostname)
         self._check_profile(self.host.generation(self.settings.profile))  # before any write
-        self._acquire()
-        try:
+        with self._locked():
             forward = self._roll_forward(pair)
             if forward is not None:
-                self.release()
                 return forward
-            self.recover()
+            self._recover()
             plan = self._stage(pair, hostname)                           # stage
-        except WazoError:
-            self.release()
-            raise
-        if plan.empty:
-            self.notify(f"{hostname}: this certificate (sha256 {pair.fingerprint[:16]}…) is "
-                        "already deployed; nothing changed, nothing restarted")
-            self.release()
-            return False
+            if plan.empty:
+                self.notify(f"{hostname}: this certificate (sha256 {pair.fingerprint[:16]}…) is "
+                            "already deployed; nothing changed, nothing restarted")
+                return False
+            self._put_in_place(plan, lambda: self._probe_before_restart(plan, pair))
+            self.plan = plan
+        self.notify(f"Installed the certificate for {hostname} ({plan.generation} Wazo); "
+                    "it passed a TLS handshake before any restart")
+        return True
+
+    def _put_in_place(self, plan: Plan, probe: Optional[Callable[[], None]] = None) -> None:
+        """INSTALLING, then INSTALLED: save the undo log, write every change (install,
+        configure), probe before any restart; on failure put every path back (no restart).
+
+        :raises WazoError: what failed; the host is as it was
+        """
+        logger.debug("%s for %s (%s): %d change(s) %s; xivo-update-config: %s; restarts: %s; "
+                     "gentle: %s; endpoints: %s", plan.label, plan.hostname, plan.generation,
+                     len(plan.changes), [p for p, _ in plan.changes], plan.update_config,
+                     plan.restarts, plan.gentle, [str(e) for e in plan.endpoints])
         try:
             self._begin(plan)
         except WazoError:
             self._drop_unused_undo_log()
-            self.release()
             raise
         try:
             self._apply(plan)                                            # install, configure
-            self._probe_before_restart(plan, pair)                       # probe
-            self.journal.phase("installed")
+            if probe is not None:
+                probe()                                                  # probe
+            self.journal.phase(Phase.INSTALLED)
         except WazoError:
             self._undo(restarted=False)
-            self.release()
             raise
-        self.plan = plan
-        self.notify(f"Installed the certificate for {hostname} ({plan.generation} Wazo); "
-                    "it passed a TLS handshake before any restart")
-        return True
 
     def _roll_forward(self, pair: Pair) -> Optional[bool]:
         """Finish an interrupted deployment of this same pair instead of undoing it and doing it
@@ -236,22 +284,22 @@ class Deployment:
         its files are complete; if the services already serve it, only the commit is left,
         otherwise one restart.
 
-        :returns: None when there is nothing to roll forward (recover() undoes it instead);
+        :returns: None when there is nothing to roll forward (_recover() undoes it instead);
             True when a restart is pending (activate() does it); False when it was committed
         """
-        if self.plan is not None or not self.journal.transaction.exists():
+        if self.plan is not None:
             return None
         try:
-            _, meta = self.journal.transaction.read()
-            if meta.get("phase") not in ("installed", "restarting", "probing") or \
-                    meta.get("new_leaf") != pair.leaf_der.hex():
-                return None
-            plan, _ = _plan_from_meta(meta, str(pair.cert_path))
-        except (WazoError, ValueError):
-            return None  # an undo log it cannot read: recover() says what is wrong
+            record = self.journal.open_transaction()
+        except WazoError:
+            return None  # an undo log it cannot read: _recover() says what is wrong
+        if record is None or record.phase == Phase.INSTALLING or \
+                record.new_leaf != pair.leaf_der:
+            return None
+        plan = Plan.recorded(record, str(pair.cert_path))
         self.notify(f"{self.journal.transaction.path}: a deployment of this certificate was "
-                    f"interrupted while {meta['phase']}; finishing it")
-        if meta["phase"] != "installed" and tls.describe_failures(tls.probe_until(
+                    f"interrupted while {record.phase.value}; finishing it")
+        if record.phase == Phase.RESTARTING and tls.describe_failures(tls.probe_until(
                 plan.endpoints, plan.hostname, plan.expect_der, 1.0, plan.verify)) is None:
             self.journal.commit()
             self._forget_failure()
@@ -266,32 +314,33 @@ class Deployment:
 
         :raises RolledBackError: the previous pair and configuration were restored
         """
+        with self._locked():
+            self._activate()
+
+    def _activate(self) -> None:
+        """RESTARTING: restart, probe, then commit, or roll back (undo and restart again)."""
         plan = self.plan
         if plan is None:
             raise WazoError("no deployment is pending (deploy a certificate first)")
+        self.plan = None
         try:
-            self.journal.phase("restarting")
+            self.journal.phase(Phase.RESTARTING)
         except WazoError:
-            self.plan = None
-            try:
-                self._undo(restarted=False)
-            finally:
-                self.release()
+            self._undo(restarted=False)
             raise
         interrupted: Optional[SignalledError] = None
+        logger.debug("restarting: %s", plan.restart_levels)
         try:
             failure, _ = self._restart_and_probe(plan.restart_levels, plan.endpoints,  # restart,
                                                  plan.hostname, plan.expect_der,  # probe
                                                  plan.verify)
         except SignalledError as exc:  # the restart command was left to finish first
             failure, interrupted = str(exc), exc
-        self.plan = None
         if failure is None:                                              # commit
             self.journal.commit()
             self._forget_failure()
             self.notify(f"{plan.label} for {plan.hostname}: {len(plan.endpoints)} TLS "
                         "endpoint(s) verified after the restart")
-            self.release()
             return
         self.notify(f"The new certificate failed after the restart: {failure}. Restoring the "
                     "previous certificate and configuration.")
@@ -300,25 +349,24 @@ class Deployment:
             f"restored ({failure}; fix that service, then run again)")
         if interrupted is not None:
             error = SignalledError(f"{plan.source or self.host.root}: {interrupted} during the "
-                                "restart; the previous certificate was restored and the services "
-                                "restarted on it (run the command again)")
+                                   "restart; the previous certificate was restored and the "
+                                   "services restarted on it (run the command again)")
         try:                                                             # roll back
             self._undo(restarted=True)
         except WazoError as exc:
             self._remember_failure(exc)
             raise
-        finally:
-            self.release()
         self._remember_failure(error)
         raise error
 
     def abort(self) -> None:
         """Undo an installed deployment that was not activated (nothing was restarted)."""
-        if self.plan is not None:
+        if self.plan is None:
+            return  # nothing installed: no lock taken, nothing written
+        with self._locked():
             self.plan = None
             self._undo(restarted=False)
             self.notify("Rolled back the certificate installed in this run")
-        self.release()
 
     def recover(self, boot: bool = False) -> bool:
         """Bring back the state before an interrupted deployment (killed, power cut).
@@ -327,34 +375,38 @@ class Deployment:
             so that they start on the previous pair; the next run re-renders /etc/hosts and
             clears the undo log
         :returns: whether there was one
+        :raises LockBusyError: another deployment is running
         """
-        if self.plan is not None or not self.journal.transaction.exists():
+        with self._locked():
+            return self._recover(boot)
+
+    def _recover(self, boot: bool = False) -> bool:
+        if self.plan is not None:
             return False
-        _, meta = self.journal.transaction.read()
-        phase = meta.get("phase", "installing")
+        record = self.journal.open_transaction()
+        if record is None:
+            return False
+        phase = record.phase.value
         if boot:
             self.notify(f"{self.journal.transaction.path}: a deployment was interrupted while "
                         f"{phase}; putting the previous files back before the services start")
             self.journal.restore(self.journal.transaction)
-            self.journal.phase("installing")
+            self.journal.phase(Phase.INSTALLING)
             return True
         self.notify(f"{self.journal.transaction.path}: a deployment was interrupted while "
                     f"{phase}; restoring the state before it")
-        self._undo(restarted=phase in ("restarting", "probing"))
+        self._undo(restarted=record.phase == Phase.RESTARTING)
         return True
 
     def recover_if_idle(self, boot: bool = False, wait: Optional[float] = None) -> bool:
-        """recover() under the lock, waiting at most wait (default settings.lock_timeout) for it.
+        """recover(), waiting at most wait (default settings.lock_timeout) for the lock.
 
         :raises LockBusyError: another deployment is running
         """
         if not self.journal.transaction.exists():
             return False  # nothing to recover: no lock taken, nothing written
-        self._acquire(wait)
-        try:
-            return self.recover(boot)
-        finally:
-            self.release()
+        with self._locked(wait):
+            return self._recover(boot)
 
     def refresh(self) -> bool:
         """Probe the endpoints; restart only if one does not serve the installed pair, then probe.
@@ -362,11 +414,8 @@ class Deployment:
         :returns: whether a restart was needed
         :raises ProbeError: an endpoint still does not serve the installed pair after the restart
         """
-        self._acquire()
-        try:
+        with self._locked():
             return self._refresh()
-        finally:
-            self.release()
 
     def _refresh(self) -> bool:
         der = self._installed_leaf()
@@ -406,53 +455,42 @@ class Deployment:
         :raises HostError: nothing is saved
         :raises RolledBackError: the restored state failed its probe and was undone
         """
-        try:
-            self._acquire()
-            self.recover()
+        with self._locked():
+            self._recover()
             if not snapshot.exists():
                 raise HostError(f"{snapshot.path}: nothing saved to restore (certbot-wazo has "
                                 "not deployed on this host)")
-            entries, saved = snapshot.read()
+            entries, _ = snapshot.read()
             if forget:
                 self._refuse_lost_edits(entries)
-            # Undo order: files before the directories that were created for them.
-            changes = [(p, s) for p, s in reversed(entries) if read_state(self.host.path(p)) != s]
-            generation = saved.get("generation") or self.host.generation(self.settings.profile)
-            crt = next((s for p, s in entries if p.endswith("/server.crt") and s.kind == FILE),
-                       None)
-            der = _leaf_der(crt.data if crt else self._installed_chain(), snapshot.path)
-            plan = Plan(hostname=self.host.fqdn() or "localhost", generation=generation,
-                        changes=changes, update_config=generation == LEGACY
-                        and any(p == HOSTS_CUSTOM for p, _ in changes),
-                        restarts=services.restart_commands(self.host, generation)
-                        if changes else [],
-                        endpoints=self._endpoints(), expect_der=der, verify=False, label=label,
-                        source=str(snapshot.path))
+            plan = self._restoring(snapshot, entries, label)
             if plan.empty:
                 self.notify(f"{snapshot.path}: the host already is in that state; nothing changed")
                 if forget:
                     self._forget_host()
                 return False
-            try:
-                self._begin(plan)
-            except WazoError:
-                self._drop_unused_undo_log()
-                raise
-            try:
-                self._apply(plan)
-                self.journal.phase("installed")
-            except WazoError:
-                self._undo(restarted=False)
-                raise
+            self._put_in_place(plan)
             self.plan = plan
-            self._keep_lock = forget
-            self.activate()
+            self._activate()
             if forget:
                 self._forget_host()
             return True
-        finally:
-            self._keep_lock = False
-            self.release()
+
+    def _restoring(self, snapshot: Snapshot, entries: list[tuple[str, FileState]],
+                   label: str) -> Plan:
+        """The plan that puts a snapshot's entries back (files before the directories that
+        were created for them)."""
+        generation = self.journal.saved_generation(snapshot) or \
+            self.host.generation(self.settings.profile)
+        changes = [(p, s) for p, s in reversed(entries) if read_state(self.host.path(p)) != s]
+        crt = next((s for p, s in entries if p.endswith("/server.crt") and s.kind == FILE), None)
+        der = _leaf_der(crt.data if crt else self._installed_chain(), snapshot.path)
+        return Plan(hostname=self.host.fqdn() or "localhost", generation=generation,
+                    changes=changes, update_config=generation == LEGACY
+                    and any(p == HOSTS_CUSTOM for p, _ in changes),
+                    restarts=services.restart_commands(self.host, generation) if changes else [],
+                    endpoints=self._endpoints(), expect_der=der, verify=False, label=label,
+                    source=str(snapshot.path))
 
     def _forget_host(self) -> None:
         """After a revert: certbot-wazo keeps nothing about this host."""
@@ -481,65 +519,41 @@ class Deployment:
 
     # -- steps --------------------------------------------------------------------------------
     def _stage(self, pair: Pair, hostname: str) -> Plan:
-        generation = self.host.generation(self.settings.profile)
-        cert_dirs = self.host.cert_dirs()
-        if not cert_dirs:
-            raise HostError(f"{self.host.path('/usr/share/xivo-certs')}: no Wazo certificate "
-                            "directory (xivo-certs or wazo-certs; is this a Wazo host? check "
-                            "--wazo-root)")
-        gid = self.host.www_data_gid()
-        desired: list[tuple[Path, FileState]] = []
-        for directory in cert_dirs:
-            current = read_state(directory / "server.crt")
-            crt_mode = current.mode if current.kind == FILE and current.mode in (0o640, 0o644) \
-                else 0o644
-            desired.append((directory / "server.key", FileState.file(pair.key_pem, 0o640, 0, gid)))
-            desired.append((directory / "server.crt",
-                            FileState.file(pair.chain_pem, crt_mode, 0, gid)))
-        update_config = False
-        overrides_wanted = overrides.wanted(self.host, self.settings.profile, generation)
-        if overrides_wanted:
-            services.update_config_command(self.host)
-            template = self.host.path(HOSTS_CUSTOM)
-            desired.append((self.host.path(CUSTOM_FILE),
-                            overrides.desired_overrides(self.host, hostname)))
-            desired.extend(overrides.desired_links(self.host))
-            desired.append((template, hosts.desired_template(self.host, hostname)))
-            update_config = read_state(template) != desired[-1][1] or \
-                self.host.resolves_to_loopback(hostname) is not None
-        migrating = False
-        if overrides.to_remove(self.host, self.settings.profile, generation):
-            removals, kept = overrides.leftovers(self.host)
-            if any(path == self.host.path(HOSTS_CUSTOM) for path, _ in removals):
-                services.update_config_command(self.host)  # /etc/hosts is rendered again
-                update_config = True
-            for note in kept:
-                self.notify(note)
-            if removals:
-                self.notify(f"Removing the overrides of the pre-19.01 procedure, as upstream asks "
-                            f"from 19.01 ({len(removals)} file(s); `certbot-wazo revert` puts "
-                            "them back)")
-            desired.extend(removals)
-            migrating = bool(removals)
-        changes = [(self._wazo_path(p), s) for p, s in _with_parents(desired, self.host.root)
+        """Everything the deployment will change, restart and probe (desired.desired() is what
+        status checks too).
+
+        :raises WazoError: the host cannot take the pair as it is (nothing was changed)
+        """
+        state = desired.desired(self.host, pair, hostname, self.settings.profile)
+        for note in state.notes:
+            self.notify(note)
+        if state.removing:
+            self.notify(f"Removing the overrides of the pre-19.01 procedure, as upstream asks "
+                        f"from 19.01 ({len(state.removing)} file(s); `certbot-wazo revert` puts "
+                        "them back)")
+        drift = state.drift()
+        template = self.host.path(HOSTS_CUSTOM)
+        update_config = any(path == template for path, _ in drift) or (
+            state.overrides and self.host.resolves_to_loopback(hostname) is not None)
+        changes = [(self._wazo_path(p), s) for p, s in _with_parents(state.files, self.host.root)
                    if read_state(p) != s]
         endpoints = self._endpoints()
         endpoints += [e for e in self._nginx_serving(pair, hostname)
                       if all(e.port != known.port for known in endpoints)]
         # Removing the overrides is a configuration change of every daemon: upstream's revert
         # ends with `wazo-service restart all`.
-        restarts = services.restart_commands(self.host, LEGACY if migrating else generation) \
-            if changes else []
-        pair_files = {p for d in cert_dirs for p in (d / "server.crt", d / "server.key")}
+        restarts = services.restart_commands(
+            self.host, LEGACY if state.removing else state.generation) if changes else []
+        pair_files = {path for path, _ in desired.pair_files(self.host, pair)}
         pair_only = bool(changes) and not update_config and \
             all(self.host.path(p) in pair_files for p, _ in changes)
         # What serves the pair is read from the host's configuration even when --wazo-probe
         # names the endpoints to check.
         gentle = services.gentle_commands(self.host, self.host.endpoints()) \
-            if pair_only and generation == LEGACY else []
-        return Plan(hostname, generation, changes, update_config, restarts, endpoints,
+            if pair_only and state.generation == LEGACY else []
+        return Plan(hostname, state.generation, changes, update_config, restarts, endpoints,
                     pair.leaf_der, label=f"Deployed certificate sha256 {pair.fingerprint[:16]}…",
-                    source=str(pair.cert_path), gentle=gentle, loopback_name=overrides_wanted)
+                    source=str(pair.cert_path), gentle=gentle, loopback_name=state.overrides)
 
     def _check_profile(self, generation: str) -> None:
         """A forced profile that is not the host's own changes what is restarted (legacy
@@ -611,7 +625,7 @@ class Deployment:
             self.journal.transaction.remove()
 
     def _begin(self, plan: Plan) -> None:
-        self.journal.begin([p for p, _ in plan.changes], plan.meta(self._installed_leaf()))
+        self.journal.begin([p for p, _ in plan.changes], plan.record(self._installed_leaf()))
         failpoints.hit("after-backup")
 
     def _apply(self, plan: Plan) -> None:
@@ -674,14 +688,13 @@ class Deployment:
 
         :raises CommandError: xivo-update-config or the restart failed during the undo
         """
-        _, meta = self.journal.transaction.read()
-        try:  # the commands and endpoints to use once the files are back
-            plan, previous = _plan_from_meta(meta, str(self.journal.transaction.path))
-        except ValueError:
-            raise HostError(f"{self.journal.transaction.path}: certbot-wazo's undo log is damaged "
-                            "(its commands or endpoints cannot be read; inspect it, put the "
-                            "previous certificate back by hand if needed, then remove "
-                            f"{self.journal.transaction.path})") from None
+        record = self.journal.open_transaction()  # the commands and endpoints, once files are back
+        if record is None:
+            return
+        plan = Plan.recorded(record, str(self.journal.transaction.path))
+        previous = record.previous_leaf
+        logger.debug("undoing %s (phase %s, restarted: %s)", self.journal.transaction.path,
+                     record.phase.value, restarted)
         endpoints, name = plan.endpoints, plan.hostname
         self.journal.restore(self.journal.transaction)
         if plan.update_config:
@@ -710,20 +723,23 @@ class Deployment:
             return
         if not (cert.is_file() and key.is_file()):  # a pipe: a later retry could never read it
             return
+        settings = SavedSettings(profile=self.settings.profile, hostname=self.settings.hostname,
+                                 force_profile=self.settings.force_profile,
+                                 probes=[str(e) for e in self.settings.probes],
+                                 probe_timeout=self.settings.probe_timeout)
         try:
-            self.journal.record_failure({
-                "cert": str(cert.absolute()), "key": str(key.absolute()), "error": str(error),
-                "failed_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                "settings": {"profile": self.settings.profile, "hostname": self.settings.hostname,
-                             "force_profile": self.settings.force_profile,
-                             "probes": [str(e) for e in self.settings.probes],
-                             "probe_timeout": self.settings.probe_timeout}})
+            self.journal.record_failure(Failure(
+                cert=str(cert.absolute()), key=str(key.absolute()), error=str(error),
+                failed_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), settings=settings))
         except (WazoError, OSError) as exc:
             logger.warning("Could not remember the failed deployment: %s", exc)
 
     def _forget_failure(self) -> None:
-        record = self.journal.failure()
-        if record is not None and record.get("cert") == str(self._source[0].absolute()):
+        try:
+            record = self.journal.failure()
+        except RecordError:
+            return  # damaged: status names it, and how to remove it
+        if record is not None and record.cert == str(self._source[0].absolute()):
             self.journal.clear_failure()
 
     def _wazo_path(self, path: Path) -> str:
@@ -741,22 +757,6 @@ class Deployment:
             return _leaf_der(self._installed_chain(), self.host.root)
         except WazoError:
             return b""
-
-    def _acquire(self, wait: Optional[float] = None) -> None:
-        if self._lock is None:
-            if not self.host.cert_dirs():  # never create state under a mistyped root
-                raise HostError(f"{self.host.path('/usr/share/xivo-certs')}: no Wazo certificate "
-                                "directory (is this a Wazo host? check the root)")
-            lock = self.journal.lock(self.settings.lock_timeout if wait is None else wait,
-                                     self.notify)
-            lock.__enter__()
-            self._lock = lock
-
-    def release(self) -> None:
-        """Let other deployments run (a pending installed plan keeps the lock)."""
-        if self._lock is not None and self.plan is None and not self._keep_lock:
-            lock, self._lock = self._lock, None
-            lock.__exit__(None, None, None)
 
 
 def _with_parents(desired: list[tuple[Path, FileState]],

@@ -2,18 +2,23 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
-import json
+import logging
 import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from certbot_wazo import records
 from certbot_wazo.errors import HostError, LockBusyError
 from certbot_wazo.files import FILE, FileState, apply_state, ensure_private_dir, read_state
+from certbot_wazo.records import Failure, Original, Phase, Transaction
+
+logger = logging.getLogger(__name__)
 
 TRANSACTION = "transaction"
 PREVIOUS = "previous"
@@ -41,23 +46,14 @@ class Snapshot:
             os.rename(aside, self.path)
 
     def read(self) -> tuple[Entries, dict[str, Any]]:
-        """The saved entries (in saving order) and metadata.
+        """The saved entries (in saving order) and the record kept with them.
 
         :raises HostError: the manifest is unreadable
         """
         self._recover_aside()
-        try:
-            manifest = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
-            entries: Entries = []
-            for item in manifest["entries"]:
-                meta = item["state"]
-                data = (self.path / item["blob"]).read_bytes() if meta["kind"] == FILE else b""
-                entries.append((item["path"], FileState(meta["kind"], data, meta["mode"],
-                                                        meta["uid"], meta["gid"], meta["target"])))
-            return entries, manifest.get("meta", {})
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise HostError(f"{self.path / MANIFEST}: certbot-wazo's saved state is damaged "
-                            f"({exc}; inspect it, then remove {self.path})") from None
+        entries, meta = records.load_manifest(self.path / MANIFEST,
+                                              lambda blob: (self.path / blob).read_bytes())
+        return [(e.path, e.state) for e in entries], meta
 
     def write(self, entries: Entries, meta: dict[str, Any]) -> None:
         """Write the snapshot atomically: into a fresh directory, then renamed into place.
@@ -75,9 +71,8 @@ class Snapshot:
             blob = f"{index}.blob"
             if state.kind == FILE:
                 apply_state(staging / blob, FileState.file(state.data, 0o600))
-            items.append({"path": path, "blob": blob, "state": state.describe()})
-        body = json.dumps({"entries": items, "meta": meta}, indent=1).encode()
-        apply_state(staging / MANIFEST, FileState.file(body, 0o600))
+            items.append(records.Entry(path, blob, state))
+        apply_state(staging / MANIFEST, FileState.file(records.dump_manifest(items, meta), 0o600))
         # Old one aside, new one in, old one gone: at every instant one complete copy exists
         # (read() falls back to the copy aside).
         aside = self._aside()
@@ -92,11 +87,10 @@ class Snapshot:
         return self.path.parent / f".{self.path.name}.old"
 
     def update_meta(self, **changes: Any) -> None:
-        """Change metadata in place (atomic rewrite of the manifest)."""
-        manifest = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
-        manifest.setdefault("meta", {}).update(changes)
-        apply_state(self.path / MANIFEST, FileState.file(json.dumps(manifest, indent=1).encode(),
-                                                         0o600))
+        """Change the record in place (atomic rewrite of the manifest; the blobs stay)."""
+        entries, meta = records.load_manifest(self.path / MANIFEST, lambda blob: b"")
+        apply_state(self.path / MANIFEST, FileState.file(
+            records.dump_manifest(entries, dict(meta, **changes)), 0o600))
 
     def remove(self) -> None:
         """Delete the snapshot (first renamed away, so a half-deleted one is never read)."""
@@ -130,21 +124,57 @@ class Journal:
         """The current state of each Wazo path."""
         return [(p, read_state(self.resolve(p))) for p in paths]
 
-    def begin(self, paths: list[str], meta: dict[str, Any]) -> None:
+    def begin(self, paths: list[str], record: Transaction) -> None:
         """Save what paths hold now, before any of them changes; also keep, once, what they held
         before the first deployment (the original, e.g. Wazo's self-signed pair)."""
         entries = self.capture(paths)
-        original, original_meta = self.original.read() if self.original.exists() else ([], {})
+        if self.original.exists():
+            original, meta = self.original.read()
+            saved = records.Original.from_json(meta, self.original.path / MANIFEST)
+        else:
+            original, saved = [], Original(time.time(), record.generation)
         known = {p for p, _ in original}
         missing = [(p, s) for p, s in entries if p not in known]
         if missing or not self.original.exists():
-            self.original.write(original + missing, original_meta or {
-                "saved": time.time(), "generation": meta.get("generation")})
-        self.transaction.write(entries, dict(meta, phase="installing"))
+            self.original.write(original + missing, saved.to_json())
+        self.transaction.write(entries, dataclasses.replace(record, phase=Phase.INSTALLING)
+                               .to_json())
+        logger.debug("%s: phase installing; saved %s", self.transaction.path,
+                     ", ".join(paths) or "nothing")
 
-    def phase(self, name: str) -> None:
+    def open_transaction(self) -> Optional[Transaction]:
+        """The open transaction's record (None when no deployment is open).
+
+        :raises RecordError: the undo log is damaged or too new
+        """
+        if not self.transaction.exists():
+            return None
+        _, meta = self.transaction.read()
+        return Transaction.from_json(meta, self.transaction.path)
+
+    def original_record(self) -> Original:
+        """The record kept with the state before the first deployment.
+
+        :raises HostError: nothing was saved, or it is damaged
+        """
+        _, meta = self.original.read()
+        return Original.from_json(meta, self.original.path / MANIFEST)
+
+    def saved_generation(self, snapshot: Snapshot) -> Optional[str]:
+        """The generation (legacy, modern) the host had when snapshot was saved.
+
+        :raises RecordError: its record is damaged or too new
+        """
+        _, meta = snapshot.read()
+        where = snapshot.path / MANIFEST
+        if snapshot.path == self.original.path:
+            return Original.from_json(meta, where).generation
+        return Transaction.from_json(meta, where).generation or None
+
+    def phase(self, phase: Phase) -> None:
         """Record how far the open transaction went."""
-        self.transaction.update_meta(phase=name)
+        logger.debug("%s: phase %s", self.transaction.path, phase.value)
+        self.transaction.update_meta(phase=phase.value)
 
     def restore(self, snapshot: Snapshot) -> list[str]:
         """Put every saved path back as it was, in reverse order; the paths restored."""
@@ -158,15 +188,15 @@ class Journal:
     def commit(self) -> None:
         """The transaction succeeded: its undo log becomes the previous state, and what it wrote
         is remembered (so that revert can tell an admin's later edit from its own)."""
-        if self.transaction.exists():
-            _, meta = self.transaction.read()
-            wrote = meta.get("written")
-            if isinstance(wrote, dict) and wrote:
+        record = self.open_transaction()
+        if record is not None:
+            if record.written:
                 apply_state(self.written_path, FileState.file(
-                    json.dumps(dict(self.written(), **wrote), indent=1).encode(), 0o600))
+                    records.dump(dict(self.written(), **record.written)), 0o600))
             self.previous.remove()
             os.rename(self.transaction.path, self.previous.path)
             _fsync_dir(self.state_dir)
+            logger.debug("%s: committed, kept as %s", self.transaction.path, self.previous.path)
 
     @property
     def written_path(self) -> Path:
@@ -176,31 +206,33 @@ class Journal:
     def written(self) -> dict[str, str]:
         """Path -> digest of what certbot-wazo last wrote there ({} when unknown)."""
         try:
-            data = json.loads(self.written_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return records.written_digests(records.load(self.written_path))
+        except (OSError, HostError):
             return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     @property
     def failure_path(self) -> Path:
         """Where a failed deployment is remembered until it is retried."""
         return self.state_dir / "failed.json"
 
-    def failure(self) -> Optional[dict[str, Any]]:
-        """The remembered failed deployment, if any."""
+    def failure(self) -> Optional[Failure]:
+        """The remembered failed deployment, if any.
+
+        :raises RecordError: failed.json is damaged or too new
+        """
         try:
-            data = json.loads(self.failure_path.read_text(encoding="utf-8"))
+            data = records.load(self.failure_path)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
-            return {"error": f"{self.failure_path}: unreadable (remove it)"}
-        return data if isinstance(data, dict) else None
+        except OSError as exc:
+            raise records.RecordError(f"{self.failure_path}: unreadable ({exc.strerror}; remove "
+                                      "it)") from None
+        return Failure.from_json(data, self.failure_path)
 
-    def record_failure(self, record: dict[str, Any]) -> None:
+    def record_failure(self, record: Failure) -> None:
         """Remember a failed deployment so that `certbot-wazo retry` deploys it later."""
         ensure_private_dir(self.state_dir)
-        apply_state(self.failure_path, FileState.file(json.dumps(record, indent=1).encode(),
-                                                      0o600))
+        apply_state(self.failure_path, FileState.file(records.dump(record), 0o600))
 
     def clear_failure(self) -> None:
         """Forget the failed deployment (it was deployed since)."""

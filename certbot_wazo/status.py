@@ -9,12 +9,11 @@ from typing import Any, Callable, Optional
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certbot_wazo import overrides, releases, tls, wazoconfig
+from certbot_wazo import desired, overrides, releases, tls
 from certbot_wazo.deployment import Deployment
 from certbot_wazo.errors import LockBusyError, WazoError
-from certbot_wazo.files import FILE, read_state
+from certbot_wazo.files import ABSENT, read_state
 from certbot_wazo.host import CUSTOM_FILE, LINK_NAME, Host
-from certbot_wazo.overrides import SECTIONS
 from certbot_wazo.pair import Pair, dns_names, load_chain, load_key, not_after, not_before, public_key_der
 
 EXPIRY_WARNING_DAYS = 14
@@ -92,24 +91,17 @@ def check(deployment: Deployment, config_dir: Path,
         [n for n in pair.names if not n.startswith("*.")]) or _default_name(pair)
     _check_endpoints(deployment, pair, report)
     _check_nginx_foreign(host, pair, report)
-    if _safe(lambda: overrides.to_remove(host, deployment.settings.profile, report.generation)):
-        try:
-            left = [path for path, _ in overrides.leftovers(host)[0]]
-        except WazoError as exc:
-            left = []
-            report.problems.append(str(exc))
-        report.problems += [f"{path}: left by the pre-19.01 procedure, which upstream asks to "
-                            "remove from 19.01 (certbot-wazo deploy removes it)" for path in left]
-    profile = deployment.settings.profile
-    if pair.leaf.issuer != pair.leaf.subject and _safe(
-            lambda: overrides.wanted(host, profile, report.generation)):
-        _check_legacy_configuration(host, report)
+    _check_configuration(deployment, pair, report)
     _check_lineage(config_dir, report, pair)
-    failure = deployment.journal.failure()
+    try:
+        failure = deployment.journal.failure()
+    except WazoError as exc:
+        report.problems.append(str(exc))
+        failure = None
     if failure is not None:
-        report.problems.append(f"the deployment of {failure.get('cert', '?')} failed at "
-                               f"{failure.get('failed_at', '?')}: {failure.get('error', '?')} "
-                               "(`certbot-wazo retry` deploys it; certbot.timer runs it twice a day)")
+        report.problems.append(f"the deployment of {failure.cert} failed at {failure.failed_at}: "
+                               f"{failure.error} (`certbot-wazo retry` deploys it; certbot.timer "
+                               "runs it twice a day)")
     return report
 
 
@@ -261,35 +253,33 @@ def _check_endpoints(deployment: Deployment, pair: Pair, report: Report) -> None
                                    "or run certbot-wazo deploy again)")
 
 
-def _check_legacy_configuration(host: Host, report: Report) -> None:
-    name = report.hostname
-    custom = host.path(CUSTOM_FILE)
-    state = read_state(custom) if custom.parent.is_dir() else None
-    if state is None or state.kind != FILE:
-        report.configuration["overrides"] = "missing"
-        report.problems.append(f"{custom}: missing (the services still reach each other as "
-                               "localhost: certbot-wazo deploy writes it)")
-    else:
-        try:
-            data = wazoconfig.load_yaml(custom)
-            wrong = [s for s in SECTIONS if not isinstance(data.get(s), dict)
-                     or data[s].get("host") != name]
-        except WazoError as exc:
-            wrong = list(SECTIONS)
-            report.problems.append(str(exc))
-        report.configuration["overrides"] = "ok" if not wrong else f"wrong in {', '.join(wrong)}"
-        if wrong:
-            report.problems.append(f"{custom}: host is not {name} in {', '.join(wrong)} "
-                                   "(certbot-wazo deploy fixes it)")
+def _check_configuration(deployment: Deployment, pair: Pair, report: Report) -> None:
+    """Every path deploy manages against what deploy would leave there for the installed pair
+    (desired.desired(), the same answer deploy acts on): overrides' content, links, hosts
+    template, leftovers of the pre-19.01 procedure. Before the first deployment (Wazo's
+    self-signed pair) only the leftovers count: the rest is what the migration writes."""
+    host = deployment.host
     try:
-        missing = [str(d / LINK_NAME) for d in host.conf_d_dirs()
-                   if not (d / LINK_NAME).is_symlink()]
-    except WazoError as exc:
-        missing = []
+        state = desired.desired(host, pair, report.hostname, deployment.settings.profile)
+    except WazoError as exc:  # what deploy would refuse, with its fix
         report.problems.append(str(exc))
-    report.configuration["links"] = "ok" if not missing else f"{len(missing)} missing"
-    report.problems += [f"{m}: missing link to {CUSTOM_FILE} (certbot-wazo deploy adds it)"
-                        for m in missing]
+        return
+    self_signed = pair.leaf.issuer == pair.leaf.subject
+    reported = {p for p in report.problems for f in ("server.crt", "server.key") if f in p}
+    drift = [(path, wanted) for path, wanted in state.drift()
+             if not (self_signed and wanted.kind != ABSENT)
+             and not any(p.startswith(f"{path}:") for p in reported)]
+    report.problems += [desired.describe_drift(host, path, wanted) for path, wanted in drift]
+    if not state.overrides or self_signed:
+        return
+    custom = host.path(CUSTOM_FILE)
+    links = [path for path, _ in state.files if path.name == LINK_NAME]
+    wrong_links = [path for path, _ in drift if path in links]
+    report.configuration["overrides"] = "ok" if all(p != custom for p, _ in drift) else \
+        "missing" if read_state(custom).kind == ABSENT else "differs"
+    report.configuration["links"] = "ok" if not wrong_links else \
+        f"{len(wrong_links)} of {len(links)} missing or wrong"
+    name = report.hostname
     where = host.resolves_to_loopback(name) if name else "no name"
     report.configuration["hosts"] = "ok" if where is None else f"{name} -> {where}"
     if where is not None:

@@ -10,6 +10,7 @@ import pytest
 from certbot_wazo.errors import HostError
 from certbot_wazo.files import MAX_FILE_BYTES, FileState, apply_state, read_state
 from certbot_wazo.journal import Journal
+from tests.unit.records import RECORD
 
 
 def test_file_gets_content_owner_and_mode(tmp_path: Path) -> None:
@@ -76,7 +77,7 @@ def test_journal_restores_and_keeps_the_original(tmp_path: Path) -> None:
     key.write_bytes(b"self-signed")
     key.chmod(0o640)
     journal = Journal(root / "state", lambda p: root / p.lstrip("/"))
-    journal.begin(["/certs/server.key", "/certs/new.yml"], {"k": 1})
+    journal.begin(["/certs/server.key", "/certs/new.yml"], RECORD)
     apply_state(key, FileState.file(b"letsencrypt", 0o640))
     apply_state(root / "certs/new.yml", FileState.file(b"x", 0o644))
     journal.restore(journal.transaction)

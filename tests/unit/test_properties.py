@@ -20,6 +20,7 @@ from certbot_wazo.files import FILE, FileState, apply_state, read_state
 from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, Host
 from certbot_wazo.journal import Journal
 from certbot_wazo.wazoconfig import hosts_address
+from tests.unit.records import RECORD
 
 NAME = "wazo.example.test"
 PROPERTY = settings(max_examples=50, deadline=None,
@@ -76,7 +77,7 @@ def round_trip(host: Host, desired: list[tuple[Path, FileState]]) -> dict[str, F
     """Deploy the desired states under the undo log, then undo; what each path holds after."""
     journal = Journal(host.path("/var/lib/certbot-wazo"), host.path)
     wazo_paths = ["/" + str(p.relative_to(host.root)) for p, _ in desired]
-    journal.begin(wazo_paths, {"test": True})
+    journal.begin(wazo_paths, RECORD)
     for path, state in desired:
         apply_state(path, state)
     journal.restore(journal.transaction)
