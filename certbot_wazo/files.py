@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import hashlib
+import logging
 import os
 import secrets
 import stat
@@ -16,6 +18,9 @@ ABSENT = "absent"
 FILE = "file"
 LINK = "link"
 DIR = "dir"
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +53,6 @@ class FileState:
     def absent(cls) -> FileState:
         """No file at all."""
         return cls(ABSENT)
-
-    def describe(self) -> dict[str, object]:
-        """Metadata for a journal (the bytes are stored apart)."""
-        return {"kind": self.kind, "mode": self.mode, "uid": self.uid, "gid": self.gid,
-                "target": self.target}
 
 
 @contextlib.contextmanager
@@ -141,6 +141,7 @@ def apply_state(path: Path, state: FileState) -> None:
     :raises HostError: the directory is unusable or the write failed (disk full, I/O error);
         path is then left as it was
     """
+    logger.debug("%s: %s", path, _summary(state))
     if state.kind == ABSENT:
         _remove(path)
         return
@@ -163,6 +164,19 @@ def apply_state(path: Path, state: FileState) -> None:
                 raise HostError(f"{path}: is a directory (move it away)") from None
             raise HostError(f"{path}: cannot be written ({exc.strerror}; free space or fix "
                             "the file system, nothing was changed)") from None
+
+
+def _summary(state: FileState) -> str:
+    """What a write does, for the debug log (never the bytes: they may be a private key)."""
+    if state.kind == ABSENT:
+        return "removed"
+    if state.kind == LINK:
+        return f"symlink to {state.target}"
+    owner = f"mode {state.mode:04o}, owner {state.uid}:{state.gid}"
+    if state.kind == DIR:
+        return f"directory, {owner}"
+    return f"written, {len(state.data)} bytes (sha256 " \
+           f"{hashlib.sha256(state.data).hexdigest()[:16]}…), {owner}"
 
 
 def _remove(path: Path) -> None:

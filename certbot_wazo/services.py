@@ -1,6 +1,7 @@
 """Wazo's commands: xivo-update-config and the restarts each generation needs, run without a shell."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import select
@@ -19,6 +20,8 @@ UNIT = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,99}$")
 # What is kept of a command's output (for the error line and logs).
 MAX_OUTPUT = 1024 * 1024
 
+logger = logging.getLogger(__name__)
+
 
 def run(argv: Sequence[str], timeout: float) -> str:
     """Run a command (no shell) in its own session, its output in a file: it never depends on
@@ -35,6 +38,7 @@ def run(argv: Sequence[str], timeout: float) -> str:
             proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=output,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
+            logger.debug("could not run %s: %s", " ".join(argv), exc)
             raise CommandError(f"{argv[0]}: cannot be run ({exc.strerror}; reinstall it)") \
                 from None
         try:
@@ -44,6 +48,8 @@ def run(argv: Sequence[str], timeout: float) -> str:
             raise
         output.seek(0)
         text = output.read(MAX_OUTPUT).decode(errors="replace")
+    logger.debug("ran %s: exit status %s; output:%s", " ".join(argv), proc.returncode,
+                 "\n" + text.rstrip("\n") if text.strip() else " none")
     if proc.returncode != 0:
         lines = text.strip().splitlines()
         reason = lines[-1] if lines else "no message"

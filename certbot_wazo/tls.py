@@ -5,6 +5,8 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import ipaddress
+import logging
+import select
 import socket
 import ssl
 import threading
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from certbot_wazo.errors import ProbeError
+
+logger = logging.getLogger(__name__)
 
 
 class HandshakeError(Exception):
@@ -172,10 +176,14 @@ def probe_until(endpoints: Sequence[Endpoint], hostname: str, expect_der: bytes,
         return []
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(endpoints))) as pool:
         try:
-            return list(pool.map(until_ok, endpoints))
+            results = list(pool.map(until_ok, endpoints))
         except BaseException:
             stop.set()
             raise
+    for result in results:
+        logger.debug("probe of %s for %s (verify %s): %s%s", result.endpoint, hostname, verify,
+                     "ok, " if result.ok else "FAILED, ", result.detail)
+    return results
 
 
 def probe_loopback(cert_path: Path, key_path: Path, hostname: str, expect_der: bytes) -> None:
@@ -190,24 +198,34 @@ def probe_loopback(cert_path: Path, key_path: Path, hostname: str, expect_der: b
             from None
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    listener.settimeout(10)
+    listener.listen(2)
+    done = threading.Event()
 
     def serve() -> None:
-        try:
-            conn, _ = listener.accept()
-            with ctx.wrap_socket(conn, server_side=True) as tls:
-                tls.recv(1)
-        except (OSError, ssl.SSLError):
-            pass
+        # Until the probe is done: when verification fails, probe() connects a second time to
+        # read the leaf that failed.
+        while not done.is_set():
+            ready, _, _ = select.select([listener], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                conn, _ = listener.accept()
+                conn.settimeout(10)
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+            except (OSError, ssl.SSLError):
+                pass
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         result = probe(Endpoint("127.0.0.1", listener.getsockname()[1]), hostname, expect_der)
     finally:
-        listener.close()
+        done.set()
         thread.join(timeout=10)
+        listener.close()
+    logger.debug("probe of %s as installed, on a loopback listener, for %s: %s", cert_path,
+                 hostname, result.detail)
     if not result.ok:
         raise ProbeError(f"{cert_path}: the installed pair {result.detail}")
 
