@@ -1,0 +1,127 @@
+"""A fake Wazo at the `services` and `tls` seams: commands recorded, endpoints that serve what the
+last restart loaded. For unit tests of the core; the end-to-end suite keeps real daemons."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certbot_wazo import failpoints, hosts, services, tls
+from certbot_wazo.errors import CommandError
+from certbot_wazo.host import HOSTS_BASE, HOSTS_CUSTOM, Host
+from certbot_wazo.tls import Endpoint, ProbeResult
+
+COMMANDS = ("usr/bin/wazo-service", "usr/sbin/xivo-update-config", "bin/systemctl",
+            "usr/sbin/asterisk")
+
+
+class Killed(BaseException):
+    """The process died at a failpoint (a power cut): no except clause of the product sees it."""
+
+
+class FakePBX:
+    """Wazo's commands and endpoints on a tree under root.
+
+    A restart command makes every endpoint serve what server.crt holds at that moment;
+    xivo-update-config renders /etc/hosts from the hosts template, as Wazo's does.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.host = Host(root)
+        self.commands: list[list[str]] = []
+        self.failing: set[str] = set()     # commands (basename or verb) that exit 1
+        self.broken: set[int] = set()      # ports that never serve a new pair after a restart
+        self.kill_at: Optional[str] = None  # a failpoint name: Killed is raised there
+        self.served: dict[int, bytes] = {}
+        for command in COMMANDS:
+            path = root / command
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("#!/bin/sh\nexit 0\n")
+            path.chmod(0o755)
+        leaf = self.installed_leaf()
+        self.served = {e.port: leaf for e in self.host.endpoints()}
+        self.run([str(root / "usr/sbin/xivo-update-config")], 1.0)  # as Wazo's install left it
+        self.commands.clear()
+
+    def installed_leaf(self) -> bytes:
+        """The leaf server.crt holds now (what a restarted service would load)."""
+        crt = self.host.cert_dirs()[0] / "server.crt"
+        return x509.load_pem_x509_certificate(crt.read_bytes()).public_bytes(Encoding.DER)
+
+    # -- the seams ----------------------------------------------------------------------------
+    def run(self, argv: Sequence[str], timeout: float) -> str:
+        self.commands.append(list(argv))
+        name = Path(argv[0]).name
+        if name in self.failing or any(a in self.failing for a in argv[1:]):
+            raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' exited with status 1: failed "
+                               "(run it by hand to see why, fix that, then run again)")
+        if name == "xivo-update-config":
+            template = self.root / HOSTS_CUSTOM.lstrip("/")
+            if not template.exists():
+                template = self.root / HOSTS_BASE.lstrip("/")
+            rendered = hosts.render(template.read_text(), self.host.common_conf())
+            (self.root / "etc/hosts").write_text(rendered)
+        else:
+            leaf = self.installed_leaf()
+            for port in self.served:
+                if port not in self.broken:
+                    self.served[port] = leaf
+        return ""
+
+    def probe_until(self, endpoints: Sequence[Endpoint], hostname: str, expect_der: bytes,
+                    timeout: float, verify: bool = True,
+                    interval: float = 0.05) -> list[ProbeResult]:
+        results = []
+        for endpoint in endpoints:
+            served = self.served.get(endpoint.port, b"")
+            fingerprint = hashlib.sha256(served).hexdigest()
+            ok = served == expect_der
+            results.append(ProbeResult(endpoint, ok, "serves the expected certificate" if ok
+                                       else f"still serves another certificate "
+                                            f"(sha256 {fingerprint[:16]}…)", fingerprint))
+        return results
+
+    def hit(self, name: str) -> None:
+        if name == self.kill_at:
+            raise Killed(name)
+
+    # -- what tests look at -------------------------------------------------------------------
+    def restarts(self) -> list[list[str]]:
+        """The commands run, xivo-update-config left out."""
+        return [c for c in self.commands if not c[0].endswith("xivo-update-config")]
+
+    def serves(self, der: bytes) -> bool:
+        """Every endpoint serves this leaf."""
+        return all(leaf == der for leaf in self.served.values())
+
+
+def install(monkeypatch: pytest.MonkeyPatch, root: Path) -> FakePBX:
+    """A FakePBX on root, wired into certbot_wazo's services, tls and failpoints seams."""
+    pbx = FakePBX(root)
+    monkeypatch.setattr(services, "run", pbx.run)
+    monkeypatch.setattr(tls, "probe_until", pbx.probe_until)
+    monkeypatch.setattr(failpoints, "hit", pbx.hit)
+    monkeypatch.delenv(failpoints.ENV, raising=False)
+    return pbx
+
+
+def tree_state(root: Path, skip: tuple[str, ...] = ("var",)) -> dict[str, object]:
+    """Every path under root: bytes, link target or "dir", with mode and owner."""
+    state: dict[str, object] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            relative = str(path.relative_to(root))
+            if relative.startswith(skip):
+                continue
+            st = path.lstat()
+            content: object = os.readlink(path) if path.is_symlink() else \
+                "dir" if path.is_dir() else path.read_bytes()
+            state[relative] = (content, st.st_mode, st.st_uid, st.st_gid)
+    return state

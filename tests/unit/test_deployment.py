@@ -1,0 +1,310 @@
+"""The deployment transaction on testdata trees, with Wazo's commands and endpoints faked
+(tests/unit/fakepbx.py): phases, commit, rollback, recovery in each phase, lock, revert."""
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from certbot_wazo import deployment as deployment_module
+from certbot_wazo.deployment import Deployment, Settings
+from certbot_wazo.errors import HostError, LockBusyError, PairError, RolledBackError, WazoError
+from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, LINK_NAME
+from certbot_wazo.pair import Pair
+from certbot_wazo.records import Phase, RecordError
+from tests.pki import CA
+from tests.unit.fakepbx import FakePBX, Killed, install, tree_state
+
+NAME = "wazo.example.test"
+STATE = "var/lib/certbot-wazo"
+
+
+@pytest.fixture
+def legacy(monkeypatch: pytest.MonkeyPatch, legacy_root: Path) -> FakePBX:
+    return install(monkeypatch, legacy_root)
+
+
+@pytest.fixture
+def modern(monkeypatch: pytest.MonkeyPatch, modern_root: Path) -> FakePBX:
+    return install(monkeypatch, modern_root)
+
+
+@pytest.fixture
+def pair(ca: CA, tmp_path: Path) -> tuple[Path, Path]:
+    return ca.issue(tmp_path / "le", names=[NAME])
+
+
+def deployment(pbx: FakePBX, **settings: object) -> Deployment:
+    return Deployment(Settings(root=pbx.root, lock_timeout=0.0, **settings),  # type: ignore[arg-type]
+                      notify=lambda message: None)
+
+
+def leaf(cert: Path, key: Path) -> bytes:
+    return Pair.load(cert, key).leaf_der
+
+
+def test_legacy_deployment_installs_configures_restarts_once_and_commits(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    """The pair root:www-data 0640, the overrides with their links, the hosts mapping, one
+    documented restart after xivo-update-config, every endpoint serving the new leaf."""
+    assert deployment(legacy).run(*pair) is True
+    certs = legacy.root / "usr/share/xivo-certs"
+    key = (certs / "server.key").stat()
+    assert (stat.S_IMODE(key.st_mode), key.st_uid, key.st_gid) == (0o640, 0, 33)
+    assert (certs / "server.crt").read_bytes() == pair[0].read_bytes()
+    custom = (legacy.root / CUSTOM_FILE.lstrip("/")).read_text()
+    assert f"host: {NAME}" in custom and "verify_certificate: true" in custom
+    for conf_d in legacy.host.conf_d_dirs():
+        assert (conf_d / LINK_NAME).is_symlink()
+    assert f"127.0.0.1\t{NAME}" in (legacy.root / "etc/hosts").read_text()
+    assert legacy.restarts() == [[str(legacy.root / "usr/bin/wazo-service"), "restart", "all"]]
+    assert legacy.commands[0][0].endswith("xivo-update-config")  # before the restart
+    assert legacy.serves(leaf(*pair))
+    assert not (legacy.root / STATE / "transaction").exists()
+    assert (legacy.root / STATE / "previous/manifest.json").is_file()
+    assert (legacy.root / STATE / "original/manifest.json").is_file()
+
+
+def test_the_same_pair_again_changes_and_restarts_nothing(legacy: FakePBX,
+                                                          pair: tuple[Path, Path]) -> None:
+    deployment(legacy).run(*pair)
+    before, commands = tree_state(legacy.root), list(legacy.commands)
+    assert deployment(legacy).run(*pair) is False
+    assert tree_state(legacy.root) == before and legacy.commands == commands
+
+
+def test_renewal_on_a_deployed_host_only_reloads_what_serves_the_pair(
+        legacy: FakePBX, ca: CA, tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    """A renewal changes only the pair: the gentle level (reloads, single restarts) first."""
+    deployment(legacy).run(*pair)
+    legacy.commands.clear()
+    renewed = ca.issue(tmp_path / "renewed", names=[NAME])
+    assert deployment(legacy).run(*renewed) is True
+    assert ["restart", "all"] not in [c[1:] for c in legacy.restarts()]
+    assert [str(legacy.root / "bin/systemctl"), "reload", "nginx"] in legacy.restarts()
+    assert legacy.serves(leaf(*renewed))
+
+
+def test_modern_deployment_reloads_nginx_and_writes_no_overrides(
+        modern: FakePBX, pair: tuple[Path, Path]) -> None:
+    assert deployment(modern).run(*pair) is True
+    systemctl = str(modern.root / "bin/systemctl")
+    assert modern.restarts() == [[systemctl, "reload", "nginx"],
+                                 [systemctl, "restart", "wazo-phoned"]]
+    assert not (modern.root / CUSTOM_FILE.lstrip("/")).exists()
+    assert modern.serves(leaf(*pair))
+
+
+@pytest.mark.parametrize("remember", [False, True])
+def test_an_endpoint_failing_after_the_restart_rolls_everything_back(
+        legacy: FakePBX, pair: tuple[Path, Path], remember: bool) -> None:
+    """The previous pair and configuration come back, restarted on, and served again; a
+    renewal (remember) is kept for `certbot-wazo retry`."""
+    before, previous = tree_state(legacy.root), legacy.installed_leaf()
+    legacy.broken.add(9497)
+    legacy.served[9497] = previous  # it keeps serving the pair it had
+    with pytest.raises(RolledBackError) as err:
+        deployment(legacy).run(*pair, remember=remember)
+    assert "127.0.0.1:9497 (xivo-auth)" in str(err.value) and "\n" not in str(err.value)
+    assert tree_state(legacy.root) == before
+    assert len(legacy.restarts()) == 2  # the new pair, then the previous one
+    assert legacy.serves(previous)
+    assert not (legacy.root / STATE / "transaction").exists()
+    failed = legacy.root / STATE / "failed.json"
+    assert failed.exists() is remember
+    if remember:
+        record = json.loads(failed.read_text())
+        assert record["cert"] == str(pair[0]) and "9497" in record["error"]
+
+
+def test_a_failing_restart_command_rolls_back(legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    before = tree_state(legacy.root)
+    legacy.failing.add("wazo-service")
+    with pytest.raises(WazoError):
+        deployment(legacy).run(*pair)
+    assert tree_state(legacy.root) == before
+
+
+def test_a_bad_pair_writes_nothing_and_is_not_remembered(legacy: FakePBX, ca: CA,
+                                                         tmp_path: Path) -> None:
+    crt, _ = ca.issue(tmp_path / "one", names=[NAME])
+    _, other_key = ca.issue(tmp_path / "two", names=[NAME])
+    before = tree_state(legacy.root, skip=())
+    with pytest.raises(PairError):
+        deployment(legacy).run(crt, other_key, remember=True)
+    assert tree_state(legacy.root, skip=()) == before
+    assert legacy.commands == []
+
+
+def test_a_failing_probe_before_the_restart_restores_and_restarts_nothing(
+        legacy: FakePBX, pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pre-restart check (the name must resolve to 127.0.0.1 once the template is
+    rendered) fails: every file back, no restart."""
+    before = tree_state(legacy.root)
+    monkeypatch.setattr(type(legacy.host), "resolves_to_loopback",
+                        lambda self, name: "192.0.2.10")
+    with pytest.raises(WazoError) as err:
+        deployment(legacy).run(*pair)
+    assert "resolves to 192.0.2.10" in str(err.value)
+    assert tree_state(legacy.root) == before and legacy.restarts() == []
+
+
+@pytest.mark.parametrize("point, phase, restarted", [
+    ("after-backup", Phase.INSTALLING, False),
+    ("after-write-3", Phase.INSTALLING, False),
+    ("after-update-config", Phase.INSTALLING, False),
+    ("after-restart", Phase.RESTARTING, True),
+    ("after-probe", Phase.RESTARTING, True),
+])
+def test_recovery_in_each_phase_brings_back_the_previous_state(
+        legacy: FakePBX, pair: tuple[Path, Path], point: str, phase: Phase,
+        restarted: bool) -> None:
+    """Killed at each step: the undo log records the phase, and recover() puts every path
+    back, restarting the services on the previous pair only if they were restarted."""
+    before, previous = tree_state(legacy.root), legacy.installed_leaf()
+    legacy.kill_at = point
+    with pytest.raises(Killed):
+        deployment(legacy).run(*pair)
+    record = deployment(legacy).journal.open_transaction()
+    assert record is not None and record.phase == phase
+    legacy.kill_at, restarts = None, len(legacy.restarts())
+    assert deployment(legacy).recover() is True
+    assert tree_state(legacy.root) == before
+    assert len(legacy.restarts()) == restarts + (1 if restarted else 0)
+    assert legacy.serves(previous)
+    assert not (legacy.root / STATE / "transaction").exists()
+
+
+@pytest.mark.parametrize("point", ["after-restart", "after-probe"])
+def test_the_same_pair_after_a_kill_during_the_restart_is_committed_without_restarting(
+        legacy: FakePBX, pair: tuple[Path, Path], point: str) -> None:
+    legacy.kill_at = point
+    with pytest.raises(Killed):
+        deployment(legacy).run(*pair)
+    legacy.kill_at, restarts = None, len(legacy.restarts())
+    assert deployment(legacy).run(*pair) is False  # rolled forward: committed
+    assert len(legacy.restarts()) == restarts
+    assert not (legacy.root / STATE / "transaction").exists()
+    assert legacy.serves(leaf(*pair))
+
+
+def test_the_same_pair_after_a_kill_once_installed_rolls_forward_with_one_restart(
+        legacy: FakePBX, pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed between the pre-restart probe and the restart (phase installed)."""
+    d = deployment(legacy)
+    assert d.install(*pair) is True
+    monkeypatch.setattr(d, "plan", None)  # the process is gone: only the undo log remains
+    d.release()
+    assert deployment(legacy).journal.open_transaction().phase == Phase.INSTALLED  # type: ignore[union-attr]
+    assert deployment(legacy).run(*pair) is True
+    assert legacy.restarts() == [[str(legacy.root / "usr/bin/wazo-service"), "restart", "all"]]
+    assert legacy.serves(leaf(*pair))
+
+
+def test_boot_recovery_only_puts_files_back(legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    before = tree_state(legacy.root)
+    legacy.kill_at = "after-restart"
+    with pytest.raises(Killed):
+        deployment(legacy).run(*pair)
+    legacy.kill_at, restarts = None, len(legacy.restarts())
+    assert deployment(legacy).recover(boot=True) is True
+    assert len(legacy.restarts()) == restarts  # the services are not running yet
+    record = deployment(legacy).journal.open_transaction()
+    assert record is not None and record.phase == Phase.INSTALLING
+    assert deployment(legacy).recover() is True  # the next run renders /etc/hosts, clears it
+    assert tree_state(legacy.root) == before
+
+
+def test_an_installed_plan_holds_the_lock_until_activated(legacy: FakePBX,
+                                                          pair: tuple[Path, Path]) -> None:
+    """certbot's deploy_cert and restart: nobody else deploys in between."""
+    first = deployment(legacy)
+    assert first.install(*pair) is True
+    with pytest.raises(LockBusyError):
+        deployment(legacy).refresh()
+    first.activate()
+    assert deployment(legacy).refresh() is False  # the lock is free, and the pair served
+
+
+def test_abort_undoes_an_installed_plan_without_restarting(legacy: FakePBX,
+                                                           pair: tuple[Path, Path]) -> None:
+    before = tree_state(legacy.root)
+    d = deployment(legacy)
+    d.install(*pair)
+    d.abort()
+    assert tree_state(legacy.root) == before and legacy.restarts() == []
+    deployment(legacy).refresh()  # the lock was let go
+
+
+def test_revert_restores_the_original_and_forgets_the_host(
+        legacy: FakePBX, ca: CA, tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    before, original = tree_state(legacy.root), legacy.installed_leaf()
+    deployment(legacy).run(*pair)
+    deployment(legacy).run(*ca.issue(tmp_path / "renewed", names=[NAME]))
+    assert deployment(legacy).revert() is True
+    assert tree_state(legacy.root) == before
+    assert legacy.serves(original)
+    assert sorted(p.name for p in (legacy.root / STATE).iterdir()) == ["lock"]
+    with pytest.raises(HostError, match="nothing saved to restore"):
+        deployment(legacy).revert()
+
+
+def test_revert_refuses_to_lose_an_admins_later_edit(legacy: FakePBX,
+                                                     pair: tuple[Path, Path]) -> None:
+    deployment(legacy).run(*pair)
+    template = legacy.root / HOSTS_CUSTOM.lstrip("/")
+    template.write_text(template.read_text() + "192.0.2.20\tprinter\n")
+    edited = tree_state(legacy.root)
+    with pytest.raises(HostError) as err:
+        deployment(legacy).revert()
+    assert str(err.value).startswith(f"{template}: changed since certbot-wazo wrote it")
+    assert tree_state(legacy.root) == edited
+
+
+def test_restoring_the_previous_state_is_a_transaction_of_its_own(
+        legacy: FakePBX, ca: CA, tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    deployment(legacy).run(*pair)
+    renewed = ca.issue(tmp_path / "renewed", names=[NAME])
+    deployment(legacy).run(*renewed)
+    d = deployment(legacy)
+    assert d.restore(d.journal.previous, "Restored the previous state") is True
+    assert legacy.installed_leaf() == leaf(*pair) and legacy.serves(leaf(*pair))
+
+
+def test_a_damaged_undo_log_is_one_line_naming_it(legacy: FakePBX,
+                                                  pair: tuple[Path, Path]) -> None:
+    transaction = legacy.root / STATE / "transaction"
+    transaction.mkdir(parents=True)
+    (transaction / "manifest.json").write_text('{"entries": [], "meta": {"endpoints": 3}}')
+    with pytest.raises(RecordError) as err:
+        deployment(legacy).run(*pair)
+    assert str(err.value).startswith(f"{transaction}: certbot-wazo's undo log is damaged")
+    assert "\n" not in str(err.value) and legacy.commands == []
+
+
+def test_retry_deploys_the_remembered_failure_with_its_settings(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    legacy.failing.add("wazo-service")
+    with pytest.raises(WazoError):
+        deployment(legacy).run(*pair, remember=True)
+    legacy.failing.clear()
+    assert deployment(legacy).retry() is True
+    assert legacy.serves(leaf(*pair))
+    assert not (legacy.root / STATE / "failed.json").exists()
+    assert deployment(legacy).retry() is None
+
+
+def test_a_profile_the_host_does_not_have_needs_confirming(modern: FakePBX,
+                                                           pair: tuple[Path, Path]) -> None:
+    with pytest.raises(HostError, match="confirm with --force-profile"):
+        deployment(modern, profile="legacy").run(*pair)
+    assert not (modern.root / STATE).exists()
+
+
+def test_phases_are_documented_where_the_flow_is() -> None:
+    """A newcomer finds every phase, and what recovery does in it, in deployment.py."""
+    doc = deployment_module.__doc__ or ""
+    for phase in Phase:
+        assert phase.name in doc
