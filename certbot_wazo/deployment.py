@@ -145,6 +145,7 @@ class Deployment:
         self._lock: Optional[ContextManager[None]] = None
         self._depth = 0  # how many public entry points are running (they call each other)
         self._source: tuple[Path, Path, bool] = (Path(), Path(), False)
+        self._root_option = f"{settings.option_prefix}root"
 
     # -- the lock -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -158,9 +159,7 @@ class Deployment:
             settings.lock_timeout)
         """
         if self._lock is None:
-            if not self.host.cert_dirs():  # never create state under a mistyped root
-                raise HostError(f"{self.host.path('/usr/share/xivo-certs')}: no Wazo certificate "
-                                "directory (is this a Wazo host? check the root)")
+            self.host.require_cert_dirs(self._root_option)  # no state under a mistyped root
             lock = self.journal.lock(self.settings.lock_timeout if wait is None else wait,
                                      self.notify)
             lock.__enter__()

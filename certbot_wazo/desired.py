@@ -5,12 +5,9 @@ import dataclasses
 from pathlib import Path
 
 from certbot_wazo import hosts, overrides, services
-from certbot_wazo.errors import HostError
 from certbot_wazo.files import FILE, FileState, read_state
 from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, LINK_NAME, Host
 from certbot_wazo.pair import Pair
-
-PAIR_FILES = ("server.crt", "server.key")
 
 
 @dataclasses.dataclass
@@ -40,10 +37,7 @@ def pair_files(host: Host, pair: Pair) -> list[tuple[Path, FileState]]:
 
     :raises HostError: no certificate directory, or no www-data group
     """
-    directories = host.cert_dirs()
-    if not directories:
-        raise HostError(f"{host.path('/usr/share/xivo-certs')}: no Wazo certificate directory "
-                        "(xivo-certs or wazo-certs; is this a Wazo host? check --wazo-root)")
+    directories = host.require_cert_dirs()
     gid = host.www_data_gid()
     files = []
     for directory in directories:

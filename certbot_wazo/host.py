@@ -71,6 +71,17 @@ class Host:
         """The certificate directories present: xivo-certs (legacy) and/or wazo-certs (19.01+)."""
         return [self.path(d) for d in (XIVO_CERTS, WAZO_CERTS) if self.path(d).is_dir()]
 
+    def require_cert_dirs(self, root_option: str = "--root") -> list[Path]:
+        """cert_dirs(), which a Wazo host always has.
+
+        :raises HostError: none: not a Wazo host, or a mistyped root
+        """
+        directories = self.cert_dirs()
+        if not directories:
+            raise HostError(f"{self.path(XIVO_CERTS)}: no Wazo certificate directory (xivo-certs "
+                            f"or wazo-certs; is {self.root} a Wazo host? check {root_option})")
+        return directories
+
     def cert_paths(self) -> set[str]:
         """Wazo paths of server.crt as configuration files name them."""
         return {f"{d}/server.crt" for d in (XIVO_CERTS, WAZO_CERTS)}

@@ -66,10 +66,10 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
         if not host.root.is_dir():
             raise errors.NoInstallationError(f"{host.root}: no such directory (give the Wazo "
                                              "root with --wazo-root)")
-        if not host.cert_dirs():
-            raise errors.NoInstallationError(
-                f"{host.path('/usr/share/xivo-certs')}: no Wazo certificate directory under "
-                f"{host.root} (is this a Wazo host? check --wazo-root)")
+        try:
+            host.require_cert_dirs("--wazo-root")
+        except HostError as exc:
+            raise errors.NoInstallationError(str(exc)) from None
         try:
             deployment.recover_if_idle(wait=0.0)
         except LockBusyError:
@@ -161,9 +161,7 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
         deployment = self._get_deployment()
         host = deployment.host
         try:
-            if not host.cert_dirs():
-                raise HostError(f"{host.path('/usr/share/xivo-certs')}: missing (check "
-                                "--wazo-root)")
+            host.require_cert_dirs("--wazo-root")
             host.www_data_gid()
             generation = host.generation(self.conf("profile"))
             services.restart_commands(host, generation)

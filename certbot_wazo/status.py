@@ -167,10 +167,10 @@ def _default_name(pair: Pair) -> str:
 
 
 def _installed_pair(host: Host, report: Report, now: datetime.datetime) -> Optional[Pair]:
-    dirs = host.cert_dirs()
-    if not dirs:
-        report.problems.append(f"{host.path('/usr/share/xivo-certs')}: no Wazo certificate "
-                               "directory (check --root)")
+    try:
+        dirs = host.require_cert_dirs()
+    except WazoError as exc:
+        report.problems.append(str(exc))
         return None
     pairs: list[Pair] = []
     files: list[dict[str, Any]] = []
