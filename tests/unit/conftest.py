@@ -27,14 +27,20 @@ def trust_store(ca: CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     return bundle
 
 
-def _tree(tmp_path: Path, ca: CA, generation: str) -> Path:
+@pytest.fixture(scope="session")
+def self_signed(ca: CA, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Wazo's self-signed RSA pair, made once (an RSA key costs up to 0.2 s, every tree has one)."""
+    return ca.issue(tmp_path_factory.mktemp("self-signed"), names=["localhost"],
+                    chain="self-signed", key_type="rsa")
+
+
+def _tree(tmp_path: Path, pair: tuple[Path, Path], generation: str) -> Path:
     root = tmp_path / generation
     shutil.copytree(TESTDATA / generation, root, symlinks=True)
     for keep in root.rglob(".gitkeep"):
         keep.unlink()
     certs = root / "usr/share" / ("xivo-certs" if generation == "legacy" else "wazo-certs")
-    crt, key = ca.issue(tmp_path / "self-signed", names=["localhost"], chain="self-signed",
-                        key_type="rsa")
+    crt, key = pair
     shutil.copy(crt, certs / "server.crt")
     shutil.copy(key, certs / "server.key")
     for name, mode in (("server.crt", 0o640 if generation == "legacy" else 0o644),
@@ -46,12 +52,12 @@ def _tree(tmp_path: Path, ca: CA, generation: str) -> Path:
 
 
 @pytest.fixture
-def legacy_root(tmp_path: Path, ca: CA) -> Path:
+def legacy_root(tmp_path: Path, self_signed: tuple[Path, Path]) -> Path:
     """A legacy (XiVO 15.12 - Wazo 18.03) layout with Wazo's self-signed pair; no services."""
-    return _tree(tmp_path, ca, "legacy")
+    return _tree(tmp_path, self_signed, "legacy")
 
 
 @pytest.fixture
-def modern_root(tmp_path: Path, ca: CA) -> Path:
+def modern_root(tmp_path: Path, self_signed: tuple[Path, Path]) -> Path:
     """A modern (nginx-fronted) layout with Wazo's self-signed pair; no services."""
-    return _tree(tmp_path, ca, "modern")
+    return _tree(tmp_path, self_signed, "modern")
