@@ -1,6 +1,7 @@
 """The installer's own methods, in-process, with certbot's real option parsing (2.1 and newest)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Optional
@@ -114,8 +115,11 @@ def test_deploy_cert_installs_once_per_certificate(
     for domain in ("wazo.example.test", "pbx.example.test"):
         wazo.deploy_cert(domain, "/le/cert.pem", "/le/privkey.pem", "/le/chain.pem",
                          "/le/fullchain.pem")
+    wazo.restart()
+    wazo.deploy_cert("sip.example.test", "/le/cert.pem", "/le/privkey.pem", "/le/chain.pem",
+                     "/le/fullchain.pem")  # after the restart too (certbot's order may vary)
     assert deployment.calls == [("install", Path("/le/fullchain.pem"), Path("/le/privkey.pem"),
-                                 False)]
+                                 False), ("activate",)]
 
 
 def test_deploy_cert_needs_the_full_chain(faked: tuple[WazoInstaller, FakeDeployment]) -> None:
@@ -198,15 +202,26 @@ def test_recovery_routine_undoes_what_was_not_restarted(
         wazo.recovery_routine()
 
 
-@pytest.mark.parametrize("error", [LockBusyError("/lock: busy"), HostError("/x: damaged (y)"),
-                                   PermissionError(13, "Permission denied", "/x")])
+@pytest.mark.parametrize("error, level, message", [
+    (LockBusyError("/lock: busy"), logging.INFO,
+     "Another deployment is running; it will finish its own work"),
+    (HostError("/x: damaged (y)"), logging.WARNING,
+     "Could not finish an interrupted deployment yet: /x: damaged (y)"),
+    (PermissionError(13, "Permission denied", "/x"), logging.WARNING,
+     "Could not finish an interrupted deployment yet: [Errno 13] Permission denied: '/x'"),
+])
 def test_prepare_never_fails_because_an_interrupted_deployment_cannot_be_finished_yet(
-        faked: tuple[WazoInstaller, FakeDeployment], error: BaseException) -> None:
-    """During `certbot renew` a failing prepare() silently drops the installer."""
+        faked: tuple[WazoInstaller, FakeDeployment], caplog: pytest.LogCaptureFixture,
+        error: BaseException, level: int, message: str) -> None:
+    """During `certbot renew` a failing prepare() silently drops the installer: it logs, and
+    another deployment under way is no cause for a warning."""
     wazo, deployment = faked
     deployment.fail["recover_if_idle"] = error
-    wazo.prepare()
+    with caplog.at_level(logging.INFO, logger="certbot_wazo.installer"):
+        wazo.prepare()
     assert deployment.calls == [("recover_if_idle", 0.0)]
+    assert [(r.levelno, r.getMessage()) for r in caplog.records
+            if r.name == "certbot_wazo.installer"] == [(level, message)]
 
 
 def test_prepare_refuses_a_missing_root(tmp_path: Path) -> None:
