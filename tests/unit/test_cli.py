@@ -14,7 +14,7 @@ from typing import Callable, ClassVar, Iterator
 
 import pytest
 
-from certbot_wazo import cli
+from certbot_wazo import cli, status
 from certbot_wazo.deployment import Settings
 from certbot_wazo.errors import HostError, PairError, SignalledError
 from tests.pki import CA
@@ -349,7 +349,7 @@ def test_status_exit_code_says_whether_the_host_is_healthy(
         seen.append(config_dir)
         return FakeReport(healthy)
 
-    monkeypatch.setattr(cli.status, "check", check)
+    monkeypatch.setattr(status, "check", check)
     assert cli.main(["status", "--root", str(tmp_path)]) == code
     assert capsys.readouterr().out == ("Finished an interrupted deployment\n"
                                        "nginx 127.0.0.1:443: serves wazo.example.test\n")
@@ -365,6 +365,6 @@ def test_status_that_cannot_read_the_host_is_one_line(
     def check(deployment: FakeDeployment, config_dir: Path) -> FakeReport:
         raise HostError(f"{tmp_path}/etc/xivo/common.conf: cannot be read (x)")
 
-    monkeypatch.setattr(cli.status, "check", check)
+    monkeypatch.setattr(status, "check", check)
     assert cli.main(["status", "--root", str(tmp_path)]) == cli.EXIT_FAILED
     assert capsys.readouterr().err == f"{tmp_path}/etc/xivo/common.conf: cannot be read (x)\n"
