@@ -38,7 +38,7 @@ def test_run_returns_standard_output_and_error(tmp_path: Path) -> None:
 
 def test_run_gives_no_input_and_its_own_session(tmp_path: Path) -> None:
     """A command never reads certbot-wazo's terminal, nor gets its terminal's signals."""
-    script = install(tmp_path, "probe", 'cat; ps -o sid= -p $$ | tr -d " "; echo $$')
+    script = install(tmp_path, "probe", "cat; cut -d' ' -f6 /proc/$$/stat; echo $$")
     sid, pid = services.run([str(script)], timeout=5).split()
     assert sid == pid
     assert int(sid) != os.getsid(0)
