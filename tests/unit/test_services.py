@@ -77,9 +77,9 @@ def test_a_command_past_its_timeout_is_stopped_with_its_children(tmp_path: Path)
     script = install(tmp_path, "wazo-service", f"sleep 30 & echo $! > {pidfile}; wait")
     started = time.monotonic()
     with pytest.raises(CommandError) as raised:
-        services.run([str(script), "restart", "all"], timeout=0.3)
+        services.run([str(script), "restart", "all"], timeout=0.5)
     assert time.monotonic() - started < 5
-    assert str(raised.value) == (f"{script}: 'restart all' did not finish within 0.3 s and was "
+    assert str(raised.value) == (f"{script}: 'restart all' did not finish within 0.5 s and was "
                                  "stopped (check the services' logs)")
     child = int(pidfile.read_text())
     deadline = time.monotonic() + 5
