@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from certbot_wazo import hosts, overrides
 from certbot_wazo.files import FILE, FileState, apply_state, read_state
-from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, Host
+from certbot_wazo.host import CUSTOM_FILE, HOSTS_BASE, HOSTS_CUSTOM, Host
 from certbot_wazo.journal import Journal
 from certbot_wazo.wazoconfig import hosts_address
 from tests.unit.records import RECORD
@@ -157,9 +157,18 @@ def test_hosts_template_keeps_every_admin_line_and_round_trips(
 @PROPERTY
 @given(lines=st.lists(hosts_lines, max_size=6))
 def test_no_admin_template_starts_from_the_base_one(legacy_root: Path, lines: list[str]) -> None:
-    """Without a custom template the base one is taken; the undo removes what was created."""
+    """Without a custom template the base one (whatever the release's package holds) is taken
+    whole; the undo removes what was created."""
     host = fresh(legacy_root)
-    desired = hosts.desired_template(host, NAME)
+    base = host.path(HOSTS_BASE)
+    packaged = base.read_bytes()
+    source = packaged + "".join(f"{line}\n" for line in lines).encode()
+    base.write_bytes(source)
+    try:
+        desired = hosts.desired_template(host, NAME)
+    finally:
+        base.write_bytes(packaged)
+    assert desired.data.startswith(source.replace(b"127.0.1.1\t", b"127.0.0.1\t"))
     assert hosts_address(hosts.render(desired.data.decode(), host.common_conf()), NAME) == \
         "127.0.0.1"
     assert round_trip(host, [(host.path(HOSTS_CUSTOM), desired)])[HOSTS_CUSTOM].kind == "absent"
