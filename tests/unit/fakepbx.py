@@ -37,6 +37,8 @@ class FakePBX:
         self.commands: list[list[str]] = []
         self.failing: set[str] = set()     # commands (basename or verb) that exit 1
         self.broken: set[int] = set()      # ports that never serve a new pair after a restart
+        self.stubborn: set[int] = set()    # ports only `wazo-service restart all` reloads
+        self.probes: list[tuple[str, float, bool]] = []  # (hostname, timeout, verify) per call
         self.kill_at: Optional[str] = None  # a failpoint name: Killed is raised there
         self.served: dict[int, bytes] = {}
         for command in COMMANDS:
@@ -69,22 +71,33 @@ class FakePBX:
             (self.root / "etc/hosts").write_text(rendered)
         else:
             leaf = self.installed_leaf()
+            everything = list(argv[1:]) == ["restart", "all"]
             for port in self.served:
-                if port not in self.broken:
+                if port not in self.broken and (everything or port not in self.stubborn):
                     self.served[port] = leaf
         return ""
 
     def probe_until(self, endpoints: Sequence[Endpoint], hostname: str, expect_der: bytes,
                     timeout: float, verify: bool = True,
                     interval: float = 0.05) -> list[ProbeResult]:
+        # What the real probe needs of its arguments (tls.probe_until), checked as strictly.
+        if not isinstance(hostname, str) or not hostname:
+            raise TypeError(f"probe_until: hostname {hostname!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise TypeError(f"probe_until: timeout {timeout!r}")
+        if not isinstance(expect_der, bytes):
+            raise TypeError(f"probe_until: expect_der {expect_der!r}")
+        self.probes.append((hostname, float(timeout), bool(verify)))
         results = []
         for endpoint in endpoints:
             served = self.served.get(endpoint.port, b"")
             fingerprint = hashlib.sha256(served).hexdigest()
             ok = served == expect_der
-            results.append(ProbeResult(endpoint, ok, "serves the expected certificate" if ok
-                                       else f"still serves another certificate "
-                                            f"(sha256 {fingerprint[:16]}…)", fingerprint))
+            detail = "serves the expected certificate" if ok else \
+                f"still serves another certificate (sha256 {fingerprint[:16]}…)"
+            if ok and verify and not _verifies(served, hostname):
+                ok, detail = False, f"serves the new certificate that does not verify for {hostname}"
+            results.append(ProbeResult(endpoint, ok, detail, fingerprint))
         return results
 
     def hit(self, name: str) -> None:
@@ -99,6 +112,16 @@ class FakePBX:
     def serves(self, der: bytes) -> bool:
         """Every endpoint serves this leaf."""
         return all(leaf == der for leaf in self.served.values())
+
+
+def _verifies(der: bytes, hostname: str) -> bool:
+    """Whether the system trust store (the test CA) would accept this leaf for hostname: not
+    self-signed, and named for it."""
+    leaf = x509.load_der_x509_certificate(der)
+    if leaf.issuer == leaf.subject:
+        return False
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return hostname in names.get_values_for_type(x509.DNSName)
 
 
 def install(monkeypatch: pytest.MonkeyPatch, root: Path) -> FakePBX:

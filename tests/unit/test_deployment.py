@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from certbot_wazo import deployment as deployment_module
 from certbot_wazo.deployment import Deployment, Settings
@@ -14,6 +17,7 @@ from certbot_wazo.errors import HostError, LockBusyError, PairError, RolledBackE
 from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, LINK_NAME
 from certbot_wazo.pair import Pair
 from certbot_wazo.records import Phase, RecordError
+from certbot_wazo.tls import Endpoint
 from tests.pki import CA
 from tests.unit.fakepbx import FakePBX, Killed, install, tree_state
 
@@ -119,12 +123,16 @@ def test_an_endpoint_failing_after_the_restart_rolls_everything_back(
         assert record["cert"] == str(pair[0]) and "9497" in record["error"]
 
 
-def test_a_failing_restart_command_rolls_back(legacy: FakePBX, pair: tuple[Path, Path]) -> None:
-    before = tree_state(legacy.root)
+def test_a_failing_restart_command_rolls_back_without_restarting_again(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    """The restart failed before any service took the new pair: the files go back, and the
+    services, still serving the previous pair, are not restarted a second time."""
+    before, previous = tree_state(legacy.root), legacy.installed_leaf()
     legacy.failing.add("wazo-service")
-    with pytest.raises(WazoError):
+    with pytest.raises(RolledBackError):
         deployment(legacy).run(*pair)
     assert tree_state(legacy.root) == before
+    assert len(legacy.restarts()) == 1 and legacy.serves(previous)
 
 
 def test_a_bad_pair_writes_nothing_and_is_not_remembered(legacy: FakePBX, ca: CA,
@@ -301,6 +309,152 @@ def test_a_profile_the_host_does_not_have_needs_confirming(modern: FakePBX,
     with pytest.raises(HostError, match="confirm with --force-profile"):
         deployment(modern, profile="legacy").run(*pair)
     assert not (modern.root / STATE).exists()
+
+
+def test_a_renewal_falls_back_to_the_documented_restart(legacy: FakePBX, ca: CA,
+                                                        tmp_path: Path,
+                                                        pair: tuple[Path, Path]) -> None:
+    """A service that the gentle reloads do not refresh: the documented restart follows."""
+    deployment(legacy).run(*pair)
+    legacy.commands.clear()
+    legacy.stubborn.add(9497)
+    renewed = ca.issue(tmp_path / "renewed", names=[NAME])
+    assert deployment(legacy).run(*renewed) is True
+    restarts = legacy.restarts()
+    assert restarts[-1] == [str(legacy.root / "usr/bin/wazo-service"), "restart", "all"]
+    assert len(restarts) > 1 and legacy.serves(leaf(*renewed))
+    timeouts = [timeout for _, timeout, _ in legacy.probes[-2:]]
+    assert timeouts == [15.0, 60.0]  # the gentle level is given less time than the documented
+
+
+def test_a_different_pair_after_a_kill_during_the_restart(legacy: FakePBX, ca: CA,
+                                                          tmp_path: Path,
+                                                          pair: tuple[Path, Path]) -> None:
+    """The interrupted deployment is undone (services restarted on the previous pair), then
+    the new one is deployed."""
+    legacy.kill_at = "after-restart"
+    with pytest.raises(Killed):
+        deployment(legacy).run(*pair)
+    legacy.kill_at = None
+    other = ca.issue(tmp_path / "other", names=[NAME])
+    assert deployment(legacy).run(*other) is True
+    assert len(legacy.restarts()) == 3  # killed one, the undo's, the new deployment's
+    assert legacy.serves(leaf(*other))
+
+
+def test_recover_if_idle_on_a_clean_host_writes_nothing(legacy: FakePBX) -> None:
+    before = tree_state(legacy.root, skip=())
+    assert deployment(legacy).recover_if_idle() is False
+    assert tree_state(legacy.root, skip=()) == before
+
+
+def test_recover_if_idle_restarts_on_the_previous_pair(legacy: FakePBX,
+                                                       pair: tuple[Path, Path]) -> None:
+    previous = legacy.installed_leaf()
+    legacy.kill_at = "after-probe"
+    with pytest.raises(Killed):
+        deployment(legacy).run(*pair)
+    legacy.kill_at, restarts = None, len(legacy.restarts())
+    assert deployment(legacy).recover_if_idle() is True
+    assert len(legacy.restarts()) == restarts + 1 and legacy.serves(previous)
+
+
+def test_a_lost_hosts_mapping_is_rendered_again_without_a_restart(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    """The same pair again, but /etc/hosts no longer maps the name (rendered by hand): only
+    xivo-update-config runs; the services resolve the name per connection, nothing restarts."""
+    deployment(legacy).run(*pair)
+    hosts_file = legacy.root / "etc/hosts"
+    hosts_file.write_text("127.0.0.1\tlocalhost\n")
+    legacy.commands.clear()
+    assert deployment(legacy).run(*pair) is True
+    assert f"127.0.0.1\t{NAME}" in hosts_file.read_text()
+    assert legacy.commands[0][0].endswith("xivo-update-config")
+    assert legacy.restarts() == []
+
+
+def test_an_upgraded_host_drops_the_old_overrides_and_restarts_everything(
+        monkeypatch: pytest.MonkeyPatch, modern_root: Path, pair: tuple[Path, Path]) -> None:
+    """24.16 with the pre-19.01 procedure's files: removed in the same transaction, and every
+    daemon restarted (they all read them)."""
+    (modern_root / "usr/share/wazo").mkdir(parents=True)
+    (modern_root / "usr/share/wazo/WAZO-VERSION").write_text("24.16\n")
+    custom = modern_root / CUSTOM_FILE.lstrip("/")
+    custom.parent.mkdir(parents=True)
+    custom.write_text(f"auth:\n  host: {NAME}\n  verify_certificate: true\n")
+    links = [d / LINK_NAME for d in sorted(modern_root.glob("etc/wazo-*/conf.d"))]
+    for link in links:
+        link.symlink_to(CUSTOM_FILE)
+    modern = install(monkeypatch, modern_root)
+    assert deployment(modern).run(*pair) is True
+    assert not custom.exists() and not any(os.path.lexists(link) for link in links)
+    assert modern.restarts() == [[str(modern_root / "usr/bin/wazo-service"), "restart", "all"]]
+
+
+def test_a_failure_is_remembered_with_the_settings_it_ran_with(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    legacy.failing.add("wazo-service")
+    probe = Endpoint("127.0.0.1", 9497, "xivo-auth")
+    with pytest.raises(WazoError):
+        deployment(legacy, hostname=NAME, probes=(probe,), probe_timeout=7.0,
+                   profile="legacy").run(*pair, remember=True)
+    record = json.loads((legacy.root / STATE / "failed.json").read_text())
+    assert record["settings"] == {"profile": "legacy", "hostname": NAME, "force_profile": False,
+                                  "probes": [str(probe)], "probe_timeout": 7.0}
+
+
+def test_directories_created_for_the_overrides_are_0755_and_go_with_revert(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    custom_dir = legacy.root / "etc/xivo/custom"
+    assert not custom_dir.exists()
+    deployment(legacy).run(*pair)
+    st = custom_dir.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o755, 0, 0)
+    deployment(legacy).revert()
+    assert not custom_dir.exists()
+
+
+def write_foreign_site(pbx: FakePBX, der: bytes) -> Path:
+    """An admin's nginx site answering for NAME on 443 with a certificate file of its own
+    (certbot --nginx did this)."""
+    crt = pbx.root / "etc/ssl/other/other.crt"
+    crt.parent.mkdir(parents=True)
+    crt.write_bytes(x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM))
+    site = pbx.root / "etc/nginx/sites-enabled/other"
+    site.write_text(f"server {{\n    listen 443 ssl;\n    server_name {NAME};\n"
+                    "    ssl_certificate /etc/ssl/other/other.crt;\n"
+                    "    ssl_certificate_key /etc/ssl/other/other.key;\n}\n")
+    return site
+
+
+def test_nginx_serving_another_certificate_for_the_name_is_refused(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    site = write_foreign_site(legacy, legacy.installed_leaf())
+    before = tree_state(legacy.root)
+    with pytest.raises(HostError) as err:
+        deployment(legacy).run(*pair)
+    assert str(err.value).startswith(f"{site}:1: nginx serves /etc/ssl/other/other.crt for {NAME} "
+                                     "on port 443, not Wazo's certificate (point "
+                                     "ssl_certificate and ssl_certificate_key back at "
+                                     "/usr/share/xivo-certs/server.crt")
+    assert tree_state(legacy.root) == before and legacy.commands == []
+
+
+def test_nginx_serving_the_same_certificate_from_its_own_file_is_accepted(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    write_foreign_site(legacy, leaf(*pair))
+    assert deployment(legacy).run(*pair) is True
+    assert legacy.serves(leaf(*pair))
+
+
+def test_refresh_restarts_only_when_an_endpoint_serves_something_else(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    deployment(legacy, hostname=NAME).run(*pair)
+    legacy.commands.clear()
+    assert deployment(legacy, hostname=NAME).refresh() is False and legacy.commands == []
+    legacy.served[9497] = b"stale"
+    assert deployment(legacy, hostname=NAME).refresh() is True
+    assert len(legacy.restarts()) == 1 and legacy.serves(leaf(*pair))
 
 
 def test_phases_are_documented_where_the_flow_is() -> None:
