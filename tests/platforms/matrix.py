@@ -1,0 +1,197 @@
+"""The platform matrix: the Debian package built, linted, installed and run end to end inside a
+real chroot of each Debian release Wazo runs on, with that release's own certbot and libraries.
+
+    python3 -m tests.platforms.matrix [SUITE...] [--release SUITE=X.Y]    (as root; make test-platforms)
+
+For each SUITE (default: bullseye bookworm trixie): the cached chroot is built or reused
+(tests/platforms/chroot, outside the clone), then, inside a private network namespace (the
+script re-runs itself under `unshare --net`, lo up: nothing touches the machine's ports),
+pebble starts here, outside the chroot, and `.ci/package` runs in the chroot on an export of the
+working tree: build 0.1.0-1~debNu1, lintian, `apt-get install ./….deb` next to the release's
+certbot, `certbot plugins`, then debian/tests/issue against that pebble with a sandbox host of
+the Wazo release that runs on that Debian (the corpus tests/data/releases says which).
+The .debs and logs are left in /tmp/certbot-wazo-platforms/SUITE.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.sandbox.acme import Pebble  # noqa: E402
+from tests.sandbox.release import facts, releases  # noqa: E402
+
+CHROOT = REPO / "tests/platforms/chroot"
+SUITES = ("bullseye", "bookworm", "trixie")
+OUT = Path(os.environ.get("CERTBOT_WAZO_PLATFORMS_OUT", "/tmp/certbot-wazo-platforms"))
+HOST_PACKAGES = ("mmdebstrap", "pebble", "python3-cryptography", "python3-yaml", "curl", "git",
+                 "iproute2", "util-linux")
+STARTED = time.monotonic()
+
+
+def say(message: str) -> None:
+    print(f"platforms: [{time.monotonic() - STARTED:6.1f}s] {message}", flush=True)
+
+
+def private_network() -> bool:
+    try:
+        with open("/proc/self/net/dev", encoding="ascii") as stream:
+            return [line.split(":", 1)[0].strip() for line in stream.readlines()[2:]] == ["lo"]
+    except OSError:
+        return False
+
+
+def release_for(suite: str) -> str:
+    """The newest corpus release that runs on this Debian; the newest of all for a Debian no
+    release of the corpus runs on yet (trixie: the next Wazo)."""
+    known = sorted(releases(), key=lambda r: tuple(int(x) for x in r.split(".")))
+    matching = [r for r in known if facts(r)["debian"]["codename"] == suite]
+    return (matching or known)[-1]
+
+
+def install_host_packages() -> None:
+    missing = [p for p in HOST_PACKAGES
+               if "ok installed" not in subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
+                                                       capture_output=True, text=True).stdout]
+    if missing:
+        say(f"installing on this machine: {' '.join(missing)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def ensure_chroots(suites: list[str]) -> dict[str, float]:
+    """Build the missing or outdated chroots, concurrently (download-bound)."""
+    started = {s: time.monotonic() for s in suites}
+    procs = {s: subprocess.Popen([str(CHROOT), "ensure", s], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for s in suites}
+    took, failed = {}, []
+    for suite, proc in procs.items():
+        output, _ = proc.communicate()
+        took[suite] = time.monotonic() - started[suite]
+        for line in output.splitlines():
+            say(line)
+        if proc.returncode != 0:
+            failed.append(suite)
+    if failed:
+        raise SystemExit(f"platforms: chroot of {', '.join(failed)} could not be built (see above)")
+    return took
+
+
+def export_tree(dest: Path) -> None:
+    """The files .ci/package would take (tracked and untracked-not-ignored), without .git."""
+    listing = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO,
+                             capture_output=True, check=True).stdout
+    dest.mkdir(parents=True)
+    for name in filter(None, listing.decode().split("\0")):
+        source = REPO / name
+        if not os.path.lexists(source):
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, target)
+
+
+def run_suite(suite: str, release: str, top: Path) -> bool:
+    """.ci/package in the suite's chroot, with a pebble started here; True when it passed."""
+    work = top / suite
+    export_tree(work / "src")
+    (work / "deb").mkdir()
+    log = work / "package.log"
+    with Pebble() as pebble:
+        pebble.start(work / "pebble")
+        pebble.describe(work / "pebble/pebble.json")
+        env = {**os.environ, "CERTBOT_WAZO_CHROOT_ENV": " ".join([
+            "CERTBOT_WAZO_DEB_FOR_RELEASE=1", "CERTBOT_WAZO_PEBBLE=/platform/pebble/pebble.json",
+            f"CERTBOT_WAZO_RELEASE={release}", "CERTBOT_WAZO_DEB_DIR=/platform/deb"])}
+        with open(log, "w") as out:
+            proc = subprocess.Popen([str(CHROOT), "enter", suite, str(work), "bash",
+                                     "/platform/src/.ci/package"], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(line)
+                print(f"  {suite}| {line}", end="", flush=True)
+            rc = proc.wait()
+    keep = OUT / suite
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True)
+    for item in [*(work / "deb").iterdir(), log]:
+        shutil.copy2(item, keep / item.name)
+    return rc == 0
+
+
+def in_namespace(suites: list[str], chosen: dict[str, str]) -> int:
+    top = Path(tempfile.mkdtemp(prefix="certbot-wazo-platforms."))
+    results: list[tuple[str, str, str, float]] = []
+    try:
+        for suite in suites:
+            release = chosen[suite]
+            say(f"{suite}: .ci/package in the chroot, pebble outside, Wazo {release}")
+            started = time.monotonic()
+            try:
+                ok = run_suite(suite, release, top)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                print(f"platforms: {suite}: {exc}", file=sys.stderr)
+                ok = False
+            results.append((suite, release, "PASS" if ok else "FAIL", time.monotonic() - started))
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    print("\nplatforms: summary")
+    for suite, release, verdict, took in results:
+        print(f"  {took:6.1f}s  {suite:9} Wazo {release:6} {verdict}  ({OUT / suite})")
+    return 0 if all(r[2] == "PASS" for r in results) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("suites", nargs="*", choices=[[], *SUITES], default=list(SUITES))
+    parser.add_argument("--release", action="append", default=[], metavar="SUITE=X.Y",
+                        help="the Wazo release of the sandbox host in SUITE's chroot")
+    parser.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    suites = list(dict.fromkeys(args.suites or SUITES))
+    chosen = {s: release_for(s) for s in suites}
+    for item in args.release:
+        suite, _, release = item.partition("=")
+        if suite not in chosen or release not in releases():
+            parser.error(f"--release {item}: give SUITE=X.Y with one of {', '.join(suites)} and "
+                         "a release of tests/data/releases")
+        chosen[suite] = release
+    if os.geteuid() != 0:
+        print("tests/platforms/matrix.py: run as root (chroots, mounts, namespaces)", file=sys.stderr)
+        return 2
+    if args.in_namespace:
+        if not private_network():
+            print("tests/platforms/matrix.py: --in-namespace outside a private network namespace",
+                  file=sys.stderr)
+            return 2
+        return in_namespace(suites, chosen)
+    install_host_packages()
+    took = ensure_chroots(suites)
+    say("chroots ready: " + ", ".join(f"{s} {t:.0f}s" for s, t in took.items()))
+    argv = [sys.executable, "-m", "tests.platforms.matrix", "--in-namespace", *suites,
+            *[f"--release={s}={r}" for s, r in chosen.items()]]
+    script = 'ip link set lo up && exec "$@"'
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    rc = subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", *argv], cwd=REPO,
+                        env=env).returncode
+    say(f"done, exit {rc}")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
