@@ -9,7 +9,10 @@ script re-runs itself under `unshare --net`, lo up: nothing touches the machine'
 pebble starts here, outside the chroot, and `.ci/package` runs in the chroot on an export of the
 working tree: build 0.1.0-1~debNu1, lintian, `apt-get install ./….deb` next to the release's
 certbot, `certbot plugins`, then debian/tests/issue against that pebble with a sandbox host of
-the Wazo release that runs on that Debian (the corpus tests/data/releases says which).
+the Wazo release that runs on that Debian (the corpus tests/data/releases says which); then the
+unit tests with the release's python3, pytest and libraries. Last, back on the network, a clean
+system of each release (nothing but apt) gets `apt install ./….deb`: everything it needs comes
+from Debian, and its certbot lists the plugin.
 The .debs and logs are left in /tmp/certbot-wazo-platforms/SUITE.
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tests.sandbox.acme import Pebble  # noqa: E402
 from tests.sandbox.release import facts, releases  # noqa: E402
 
 CHROOT = REPO / "tests/platforms/chroot"
+IN_CHROOT = REPO / "tests/platforms/in-chroot"
 SUITES = ("bullseye", "bookworm", "trixie")
 OUT = Path(os.environ.get("CERTBOT_WAZO_PLATFORMS_OUT", "/tmp/certbot-wazo-platforms"))
 HOST_PACKAGES = ("mmdebstrap", "pebble", "python3-cryptography", "python3-yaml", "curl", "git",
@@ -70,22 +74,21 @@ def install_host_packages() -> None:
                        check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def ensure_chroots(suites: list[str]) -> dict[str, float]:
-    """Build the missing or outdated chroots, concurrently (download-bound)."""
-    started = {s: time.monotonic() for s in suites}
+def ensure_chroots(suites: list[str]) -> float:
+    """Build the missing or outdated chroots, concurrently (download-bound); the seconds taken."""
+    started = time.monotonic()
     procs = {s: subprocess.Popen([str(CHROOT), "ensure", s], stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True) for s in suites}
-    took, failed = {}, []
+    failed = []
     for suite, proc in procs.items():
         output, _ = proc.communicate()
-        took[suite] = time.monotonic() - started[suite]
         for line in output.splitlines():
             say(line)
         if proc.returncode != 0:
             failed.append(suite)
     if failed:
         raise SystemExit(f"platforms: chroot of {', '.join(failed)} could not be built (see above)")
-    return took
+    return time.monotonic() - started
 
 
 def export_tree(dest: Path) -> None:
@@ -117,10 +120,12 @@ def run_suite(suite: str, release: str, top: Path) -> bool:
         env = {**os.environ, "CERTBOT_WAZO_CHROOT_ENV": " ".join([
             "CERTBOT_WAZO_DEB_FOR_RELEASE=1", "CERTBOT_WAZO_PEBBLE=/platform/pebble/pebble.json",
             f"CERTBOT_WAZO_RELEASE={release}", "CERTBOT_WAZO_DEB_DIR=/platform/deb"])}
+        script = ("bash /platform/src/.ci/package && "
+                  "bash /platform/src/tests/platforms/in-chroot unit /platform/src")
         with open(log, "w") as out:
-            proc = subprocess.Popen([str(CHROOT), "enter", suite, str(work), "bash",
-                                     "/platform/src/.ci/package"], env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen([str(CHROOT), "enter", suite, str(work), "bash", "-c", script],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True)
             assert proc.stdout is not None
             for line in proc.stdout:
                 out.write(line)
@@ -132,6 +137,28 @@ def run_suite(suite: str, release: str, top: Path) -> bool:
     for item in [*(work / "deb").iterdir(), log]:
         shutil.copy2(item, keep / item.name)
     return rc == 0
+
+
+def clean_installs(suites: list[str]) -> dict[str, tuple[bool, float]]:
+    """`apt install ./….deb` on a clean system of each release, concurrently (download-bound)."""
+    started = time.monotonic()
+    procs = {}
+    for suite in suites:
+        debs = sorted((OUT / suite).glob("python3-certbot-wazo_*_all.deb"))
+        if not debs:
+            continue
+        shutil.copy2(IN_CHROOT, OUT / suite / IN_CHROOT.name)
+        procs[suite] = subprocess.Popen([str(CHROOT), "enter", f"{suite}-clean", str(OUT / suite),
+                                         "bash", f"/platform/{IN_CHROOT.name}", "clean-install",
+                                         f"/platform/{debs[-1].name}"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    results = {}
+    for suite, proc in procs.items():
+        output, _ = proc.communicate()
+        results[suite] = (proc.returncode == 0, time.monotonic() - started)
+        for line in output.splitlines():
+            print(f"  {suite}-clean| {line}", flush=True)
+    return results
 
 
 def in_namespace(suites: list[str], chosen: dict[str, str]) -> int:
@@ -150,7 +177,7 @@ def in_namespace(suites: list[str], chosen: dict[str, str]) -> int:
             results.append((suite, release, "PASS" if ok else "FAIL", time.monotonic() - started))
     finally:
         shutil.rmtree(top, ignore_errors=True)
-    print("\nplatforms: summary")
+    print("\nplatforms: in the chroots")
     for suite, release, verdict, took in results:
         print(f"  {took:6.1f}s  {suite:9} Wazo {release:6} {verdict}  ({OUT / suite})")
     return 0 if all(r[2] == "PASS" for r in results) else 1
@@ -158,12 +185,14 @@ def in_namespace(suites: list[str], chosen: dict[str, str]) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("suites", nargs="*", choices=[[], *SUITES], default=list(SUITES))
+    parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"default: {' '.join(SUITES)}")
     parser.add_argument("--release", action="append", default=[], metavar="SUITE=X.Y",
                         help="the Wazo release of the sandbox host in SUITE's chroot")
     parser.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     suites = list(dict.fromkeys(args.suites or SUITES))
+    if any(s not in SUITES for s in suites):
+        parser.error(f"SUITE: one of {', '.join(SUITES)}")
     chosen = {s: release_for(s) for s in suites}
     for item in args.release:
         suite, _, release = item.partition("=")
@@ -181,14 +210,24 @@ def main() -> int:
             return 2
         return in_namespace(suites, chosen)
     install_host_packages()
-    took = ensure_chroots(suites)
-    say("chroots ready: " + ", ".join(f"{s} {t:.0f}s" for s, t in took.items()))
+    took = ensure_chroots([*suites, *(f"{s}-clean" for s in suites)])
+    say(f"chroots ready in {took:.0f}s")
+    for suite in suites:  # only this run's .debs are installed on the clean systems
+        shutil.rmtree(OUT / suite, ignore_errors=True)
     argv = [sys.executable, "-m", "tests.platforms.matrix", "--in-namespace", *suites,
             *[f"--release={s}={r}" for s, r in chosen.items()]]
     script = 'ip link set lo up && exec "$@"'
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     rc = subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", *argv], cwd=REPO,
                         env=env).returncode
+    say("clean systems: apt install ./….deb")
+    installed = clean_installs(suites)
+    print("\nplatforms: clean systems")
+    for suite in suites:
+        ok, seconds = installed.get(suite, (False, 0.0))
+        print(f"  {seconds:6.1f}s  {suite}-clean  apt install ./python3-certbot-wazo_…deb "
+              f"{'PASS' if ok else 'FAIL (no .deb built)' if suite not in installed else 'FAIL'}")
+    rc = rc or (0 if all(installed.get(s, (False, 0.0))[0] for s in suites) else 1)
     say(f"done, exit {rc}")
     return rc
 
