@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,9 +30,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-
-from tests.sandbox.acme import Pebble  # noqa: E402
-from tests.sandbox.release import facts, releases  # noqa: E402
 
 CHROOT = REPO / "tests/platforms/chroot"
 IN_CHROOT = REPO / "tests/platforms/in-chroot"
@@ -57,6 +55,7 @@ def private_network() -> bool:
 def release_for(suite: str) -> str:
     """The newest corpus release that runs on this Debian; the newest of all for a Debian no
     release of the corpus runs on yet (trixie: the next Wazo)."""
+    from tests.sandbox.release import facts, releases  # PyYAML: after install_host_packages()
     known = sorted(releases(), key=lambda r: tuple(int(x) for x in r.split(".")))
     matching = [r for r in known if facts(r)["debian"]["codename"] == suite]
     return (matching or known)[-1]
@@ -114,6 +113,7 @@ def run_suite(suite: str, release: str, top: Path) -> bool:
     export_tree(work / "src")
     (work / "deb").mkdir()
     log = work / "package.log"
+    from tests.sandbox.acme import Pebble  # cryptography: after install_host_packages()
     with Pebble() as pebble:
         pebble.start(work / "pebble")
         pebble.describe(work / "pebble/pebble.json")
@@ -127,10 +127,20 @@ def run_suite(suite: str, release: str, top: Path) -> bool:
                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True)
             assert proc.stdout is not None
-            for line in proc.stdout:
-                out.write(line)
-                print(f"  {suite}| {line}", end="", flush=True)
-            rc = proc.wait()
+            try:
+                for line in proc.stdout:
+                    out.write(line)
+                    print(f"  {suite}| {line}", end="", flush=True)
+                rc = proc.wait()
+            except KeyboardInterrupt:
+                # Let the chroot's own cleanup finish (this process may be its namespace's
+                # pid 1, whose end kills everything left in it).
+                proc.terminate()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                raise
     keep = OUT / suite
     shutil.rmtree(keep, ignore_errors=True)
     keep.mkdir(parents=True)
@@ -183,7 +193,23 @@ def in_namespace(suites: list[str], chosen: dict[str, str]) -> int:
     return 0 if all(r[2] == "PASS" for r in results) else 1
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> int:
+    # Ctrl-C, SIGTERM or a hang-up unwinds (pebble stopped, temporary files removed), even when
+    # started in the background (SIGINT ignored) or as pid 1 of the namespace (no default action).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupted)
+    try:
+        return _main()
+    except KeyboardInterrupt as exc:
+        print(f"platforms: interrupted ({exc or 'SIGINT'}); stopped", file=sys.stderr)
+        return 130
+
+
+def _main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"default: {' '.join(SUITES)}")
     parser.add_argument("--release", action="append", default=[], metavar="SUITE=X.Y",
@@ -193,6 +219,12 @@ def main() -> int:
     suites = list(dict.fromkeys(args.suites or SUITES))
     if any(s not in SUITES for s in suites):
         parser.error(f"SUITE: one of {', '.join(SUITES)}")
+    if os.geteuid() != 0:
+        print("tests/platforms/matrix.py: run as root (chroots, mounts, namespaces)", file=sys.stderr)
+        return 2
+    if not args.in_namespace:
+        install_host_packages()
+    from tests.sandbox.release import releases
     chosen = {s: release_for(s) for s in suites}
     for item in args.release:
         suite, _, release = item.partition("=")
@@ -200,16 +232,12 @@ def main() -> int:
             parser.error(f"--release {item}: give SUITE=X.Y with one of {', '.join(suites)} and "
                          "a release of tests/data/releases")
         chosen[suite] = release
-    if os.geteuid() != 0:
-        print("tests/platforms/matrix.py: run as root (chroots, mounts, namespaces)", file=sys.stderr)
-        return 2
     if args.in_namespace:
         if not private_network():
             print("tests/platforms/matrix.py: --in-namespace outside a private network namespace",
                   file=sys.stderr)
             return 2
         return in_namespace(suites, chosen)
-    install_host_packages()
     took = ensure_chroots([*suites, *(f"{s}-clean" for s in suites)])
     say(f"chroots ready in {took:.0f}s")
     for suite in suites:  # only this run's .debs are installed on the clean systems
@@ -218,8 +246,12 @@ def main() -> int:
             *[f"--release={s}={r}" for s, r in chosen.items()]]
     script = 'ip link set lo up && exec "$@"'
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    rc = subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", *argv], cwd=REPO,
-                        env=env).returncode
+    # A pid namespace too: pebble and everything else die with the run, whatever ends it.
+    rc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount",
+                         "--propagation", "private", "--mount-proc", "sh", "-c", script, "sh", *argv],
+                        cwd=REPO, env=env).returncode
+    if rc == 130:
+        raise KeyboardInterrupt("the run in the namespace was interrupted")
     say("clean systems: apt install ./….deb")
     installed = clean_installs(suites)
     print("\nplatforms: clean systems")
