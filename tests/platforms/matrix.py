@@ -9,7 +9,8 @@ script re-runs itself under `unshare --net`, lo up: nothing touches the machine'
 pebble starts here, outside the chroot, and `.ci/package` runs in the chroot on an export of the
 working tree: build 0.1.0-1~debNu1, lintian, `apt-get install ./….deb` next to the release's
 certbot, `certbot plugins`, then debian/tests/issue against that pebble with a sandbox host of
-the Wazo release that runs on that Debian (the corpus tests/data/releases says which); then the
+each Wazo release that runs on that Debian (the corpus tests/data/releases says which; the
+newest release for a Debian none runs on yet); then the
 unit tests with the release's python3, pytest and libraries. Last, back on the network, a clean
 system of each release (nothing but apt) gets `apt install ./….deb`: everything it needs comes
 from Debian, and its certbot lists the plugin.
@@ -54,12 +55,12 @@ def private_network() -> bool:
 
 
 def release_for(suite: str) -> str:
-    """The newest corpus release that runs on this Debian; the newest of all for a Debian no
-    release of the corpus runs on yet (trixie: the next Wazo)."""
+    """The corpus releases that run on this Debian (comma-separated); the newest of all for a
+    Debian no release of the corpus runs on yet (trixie: the next Wazo)."""
     from tests.sandbox.release import facts, releases  # PyYAML: after install_host_packages()
     known = sorted(releases(), key=lambda r: tuple(int(x) for x in r.split(".")))
     matching = [r for r in known if facts(r)["debian"]["codename"] == suite]
-    return (matching or known)[-1]
+    return ",".join(matching or known[-1:])
 
 
 def install_host_packages() -> None:
@@ -190,7 +191,7 @@ def in_namespace(suites: list[str], chosen: dict[str, str]) -> int:
         shutil.rmtree(top, ignore_errors=True)
     print("\nplatforms: in the chroots")
     for suite, release, verdict, took in results:
-        print(f"  {took:6.1f}s  {suite:9} Wazo {release:6} {verdict}  ({OUT / suite})")
+        print(f"  {took:6.1f}s  {suite:9} Wazo {release:18} {verdict}  ({OUT / suite})")
     return 0 if all(r[2] == "PASS" for r in results) else 1
 
 
@@ -213,8 +214,9 @@ def main() -> int:
 def _main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"default: {' '.join(SUITES)}")
-    parser.add_argument("--release", action="append", default=[], metavar="SUITE=X.Y",
-                        help="the Wazo release of the sandbox host in SUITE's chroot")
+    parser.add_argument("--release", action="append", default=[], metavar="SUITE=X.Y[,X.Y]",
+                        help="the Wazo releases of the sandbox hosts in SUITE's chroot (default: "
+                             "the corpus's releases of that Debian, else the newest)")
     parser.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     suites = list(dict.fromkeys(args.suites or SUITES))
@@ -229,9 +231,9 @@ def _main() -> int:
     chosen = {s: release_for(s) for s in suites}
     for item in args.release:
         suite, _, release = item.partition("=")
-        if suite not in chosen or release not in releases():
-            parser.error(f"--release {item}: give SUITE=X.Y with one of {', '.join(suites)} and "
-                         "a release of tests/data/releases")
+        if suite not in chosen or not release or any(r not in releases() for r in release.split(",")):
+            parser.error(f"--release {item}: give SUITE=X.Y[,X.Y] with one of {', '.join(suites)} "
+                         "and releases of tests/data/releases")
         chosen[suite] = release
     if args.in_namespace:
         if not private_network():
