@@ -2,7 +2,7 @@
 PYTHON_NEW := .venv/bin/python
 PYTHON_DEB := .venv-debian/bin/python
 
-.PHONY: bootstrap demo test lint unit mutation e2e releases bench clean
+.PHONY: bootstrap demo test lint unit mutation e2e releases test-platforms bench clean
 
 bootstrap:
 	@bash .ci/bootstrap
@@ -34,6 +34,12 @@ releases: bootstrap
 	CERTBOT_WAZO_REQUIRE=netns unshare --net sh -c 'ip link set lo up && exec $(PYTHON_NEW) -m pytest -q tests/releases'
 
 test: lint unit e2e releases
+
+# The Debian package built, linted, installed and run end to end in a chroot of Debian 11, 12 and
+# 13, each with its own certbot (tests/platforms; chroots cached in /var/cache/certbot-wazo).
+# PLATFORMS="bullseye" for one release.
+test-platforms:
+	/usr/bin/python3 -m tests.platforms.matrix $(PLATFORMS)
 
 # Renewal figures on the sandbox (both generations): BENCH_ARGS="--runs 10" for more runs.
 bench: bootstrap

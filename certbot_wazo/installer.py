@@ -1,6 +1,7 @@
 """The certbot installer plugin `wazo`: certbot's API on one side, the deployment transaction on the other."""
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -212,6 +213,18 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
                 raise errors.MisconfigurationError(str(exc)) from None
             self._deployment = Deployment(settings, notify=_notify)
         return self._deployment
+
+
+# certbot before 1.18 (Debian 11 has 1.12) finds plugins through zope.interface only: the class
+# must provide IPluginFactory or it is skipped, and implement IInstaller to be offered as an
+# installer (certbot/certbot v1.12.0 certbot/certbot/_internal/plugins/disco.py:
+# PluginsRegistry._load_entry_point, PluginEntryPoint.ifaces and .verify). certbot 1.18 added
+# the ABC interfaces.Installer that common.Installer derives from, and discovery by it (v1.22.0
+# disco.py: _provides); later releases keep IInstaller only as a shim, so test for the ABC.
+if not hasattr(interfaces, "Installer"):  # pragma: no cover - certbot < 1.18
+    _zope_interface: Any = importlib.import_module("zope.interface")
+    _zope_interface.implementer(interfaces.IInstaller)(WazoInstaller)
+    _zope_interface.provider(interfaces.IPluginFactory)(WazoInstaller)
 
 
 def _notify(message: str) -> None:

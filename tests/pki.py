@@ -59,12 +59,25 @@ class CA:
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(not_before).not_valid_after(not_after)
                    .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-        if names:
+        if names:  # critical when the subject is empty (RFC 5280 4.2.1.6; Python 3.13 checks it)
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                critical=len(subject) == 0)
         if not ca:
             builder = builder.add_extension(
                 x509.ExtendedKeyUsage([usage]), critical=False)
+        # What Python 3.13's default context requires (VERIFY_X509_STRICT, Debian 13): key
+        # identifiers, the authority's in every certificate a CA issued, a CA's key usage.
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+        if subject != issuer or not ca:
+            builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                signer.public_key()), critical=False)  # type: ignore[attr-defined]
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False), critical=True)
         return builder.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
 
     def trust_bundle(self, path: Path) -> Path:

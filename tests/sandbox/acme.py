@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import os
 import ssl
 import subprocess
 import urllib.request
@@ -36,6 +37,13 @@ def make_api_pair(directory: Path) -> tuple[Path, Path, Path]:
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
           .not_valid_before(now).not_valid_after(later)
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          # Python 3.13's default context verifies strictly (VERIFY_X509_STRICT): a CA needs
+          # its key usage and key identifier, a leaf the authority's.
+          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
     leaf = (x509.CertificateBuilder().subject_name(_name("localhost")).issuer_name(ca.subject)
             .public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
@@ -44,6 +52,8 @@ def make_api_pair(directory: Path) -> tuple[Path, Path, Path]:
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                 critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
             .sign(ca_key, hashes.SHA256()))
     pem = serialization.Encoding.PEM
     paths = (directory / "api-ca.pem", directory / "api-cert.pem", directory / "api-key.pem")
@@ -111,6 +121,38 @@ class Pebble:
             self.stop()
             raise
         return self
+
+    def describe(self, path: Path) -> None:
+        """Write what a client needs to path (read by attach()): URLs, ports, and the CA files,
+        named relative to path's directory, so the directory may be seen at another path (a
+        chroot sharing this network namespace)."""
+        files = {"api_ca": self.api_ca_path, "trust_bundle": self.trust_bundle_path}
+        path.write_text(json.dumps({
+            "api_port": self.api_port, "management_port": self.management_port,
+            "http_port": self.http_port, "tls_port": self.tls_port,
+            "dns_management_url": self.dns_management_url,
+            **{key: os.path.relpath(value, path.parent) for key, value in files.items()}}, indent=2))
+
+    @classmethod
+    def attach(cls, path: Path) -> Pebble:
+        """The pebble describe() wrote path for, started by another process in this network
+        namespace; stop() leaves it running (its owner stops it)."""
+        try:
+            data = json.loads(path.read_text())
+            pebble = cls()
+            pebble.workdir = path.parent
+            pebble.api_port, pebble.management_port = int(data["api_port"]), int(data["management_port"])
+            pebble.http_port, pebble.tls_port = int(data["http_port"]), int(data["tls_port"])
+            pebble.dns_management_url = str(data["dns_management_url"])
+            pebble.api_ca_path = path.parent / data["api_ca"]
+            pebble.trust_bundle_path = path.parent / data["trust_bundle"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(f"{path}: not a pebble description ({exc}; write it with "
+                               "Pebble.describe())") from None
+        if not pebble._ready():
+            raise RuntimeError(f"{path}: no pebble answers at {pebble.directory_url} (is it "
+                               "running, in this network namespace?)")
+        return pebble
 
     def _ready(self) -> bool:
         if any(p.poll() is not None for p in self.processes):

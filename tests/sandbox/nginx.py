@@ -1,6 +1,7 @@
 """Runs the real nginx on the sandbox's Wazo-path config by rendering it with root-prefixed paths."""
 from __future__ import annotations
 
+import functools
 import glob
 import re
 import shutil
@@ -47,12 +48,22 @@ def render(root: Path, path: str, seen: dict[str, int], depth: int = 0) -> Path:
     return out
 
 
+@functools.cache
+def _has_error_log_switch() -> bool:
+    """nginx has -e (the error log used before the configuration is read) from 1.19.5 on;
+    Debian 11's 1.18 has not, and opens its default log (the package's /var/log/nginx) instead."""
+    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)",
+                      subprocess.run([NGINX, "-v"], capture_output=True, text=True, timeout=30).stderr)
+    return found is None or tuple(int(x) for x in found.groups()) >= (1, 19, 5)
+
+
 def _nginx(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     shutil.rmtree(mirror(root), ignore_errors=True)
     conf = render(root, "/etc/nginx/nginx.conf", {})
     errlog = root / "var/log/nginx/error.log"
     errlog.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([NGINX, "-c", str(conf), "-e", str(errlog), *args],
+    early_log = ["-e", str(errlog)] if _has_error_log_switch() else []
+    return subprocess.run([NGINX, "-c", str(conf), *early_log, *args],
                           capture_output=True, text=True, timeout=30)
 
 
