@@ -259,10 +259,11 @@ class Deployment:
 
         :raises WazoError: what failed; the host is as it was
         """
-        logger.debug("%s for %s (%s): %d change(s) %s; xivo-update-config: %s; restarts: %s; "
-                     "gentle: %s; endpoints: %s", plan.label, plan.hostname, plan.generation,
-                     len(plan.changes), [p for p, _ in plan.changes], plan.update_config,
-                     plan.restarts, plan.gentle, [str(e) for e in plan.endpoints])
+        logger.debug(  # pragma: no mutate block
+            "%s for %s (%s): %d change(s) %s; xivo-update-config: %s; restarts: %s; gentle: %s; "
+            "endpoints: %s", plan.label, plan.hostname, plan.generation, len(plan.changes),
+            [p for p, _ in plan.changes], plan.update_config, plan.restarts, plan.gentle,
+            [str(e) for e in plan.endpoints])
         try:
             self._begin(plan)
         except WazoError:
@@ -328,7 +329,7 @@ class Deployment:
             self._undo(restarted=False)
             raise
         interrupted: Optional[SignalledError] = None
-        logger.debug("restarting: %s", plan.restart_levels)
+        logger.debug("restarting: %s", plan.restart_levels)  # pragma: no mutate block
         try:
             failure, _ = self._restart_and_probe(plan.restart_levels, plan.endpoints,  # restart,
                                                  plan.hostname, plan.expect_der,  # probe
@@ -692,8 +693,9 @@ class Deployment:
             return
         plan = Plan.recorded(record, str(self.journal.transaction.path))
         previous = record.previous_leaf
-        logger.debug("undoing %s (phase %s, restarted: %s)", self.journal.transaction.path,
-                     record.phase.value, restarted)
+        logger.debug(  # pragma: no mutate block
+            "undoing %s (phase %s, restarted: %s)", self.journal.transaction.path,
+            record.phase.value, restarted)
         endpoints, name = plan.endpoints, plan.hostname
         self.journal.restore(self.journal.transaction)
         if plan.update_config:

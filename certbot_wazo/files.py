@@ -141,7 +141,7 @@ def apply_state(path: Path, state: FileState) -> None:
     :raises HostError: the directory is unusable or the write failed (disk full, I/O error);
         path is then left as it was
     """
-    logger.debug("%s: %s", path, _summary(state))
+    logger.debug("%s: %s", path, _summary(state))  # pragma: no mutate block
     if state.kind == ABSENT:
         _remove(path)
         return
@@ -166,7 +166,7 @@ def apply_state(path: Path, state: FileState) -> None:
                             "the file system, nothing was changed)") from None
 
 
-def _summary(state: FileState) -> str:
+def _summary(state: FileState) -> str:  # pragma: no mutate function
     """What a write does, for the debug log (never the bytes: they may be a private key)."""
     if state.kind == ABSENT:
         return "removed"

@@ -139,7 +139,7 @@ class Journal:
             self.original.write(original + missing, saved.to_json())
         self.transaction.write(entries, dataclasses.replace(record, phase=Phase.INSTALLING)
                                .to_json())
-        logger.debug("%s: phase installing; saved %s", self.transaction.path,
+        logger.debug("%s: phase installing; saved %s", self.transaction.path,  # pragma: no mutate block
                      ", ".join(paths) or "nothing")
 
     def open_transaction(self) -> Optional[Transaction]:
@@ -173,7 +173,7 @@ class Journal:
 
     def phase(self, phase: Phase) -> None:
         """Record how far the open transaction went."""
-        logger.debug("%s: phase %s", self.transaction.path, phase.value)
+        logger.debug("%s: phase %s", self.transaction.path, phase.value)  # pragma: no mutate block
         self.transaction.update_meta(phase=phase.value)
 
     def restore(self, snapshot: Snapshot) -> list[str]:
@@ -196,7 +196,8 @@ class Journal:
             self.previous.remove()
             os.rename(self.transaction.path, self.previous.path)
             _fsync_dir(self.state_dir)
-            logger.debug("%s: committed, kept as %s", self.transaction.path, self.previous.path)
+            logger.debug(  # pragma: no mutate block
+                "%s: committed, kept as %s", self.transaction.path, self.previous.path)
 
     @property
     def written_path(self) -> Path:

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from cryptography import x509
@@ -16,7 +17,7 @@ from certbot_wazo.deployment import Deployment, Settings
 from certbot_wazo.errors import HostError, LockBusyError, PairError, RolledBackError, WazoError
 from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, LINK_NAME
 from certbot_wazo.pair import Pair
-from certbot_wazo.records import Phase, RecordError
+from certbot_wazo.records import Failure, Phase, RecordError
 from certbot_wazo.tls import Endpoint
 from tests.pki import CA
 from tests.unit.fakepbx import FakePBX, Killed, install, tree_state
@@ -40,9 +41,10 @@ def pair(ca: CA, tmp_path: Path) -> tuple[Path, Path]:
     return ca.issue(tmp_path / "le", names=[NAME])
 
 
-def deployment(pbx: FakePBX, **settings: object) -> Deployment:
+def deployment(pbx: FakePBX, said: Optional[list[str]] = None, **settings: object) -> Deployment:
+    """A deployment on the fake PBX; what it tells the admin goes into said."""
     return Deployment(Settings(root=pbx.root, lock_timeout=0.0, **settings),  # type: ignore[arg-type]
-                      notify=lambda message: None)
+                      notify=(said if said is not None else []).append)
 
 
 def leaf(cert: Path, key: Path) -> bytes:
@@ -455,6 +457,117 @@ def test_refresh_restarts_only_when_an_endpoint_serves_something_else(
     legacy.served[9497] = b"stale"
     assert deployment(legacy, hostname=NAME).refresh() is True
     assert len(legacy.restarts()) == 1 and legacy.serves(leaf(*pair))
+
+
+def test_what_the_admin_is_told_along_the_way(legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    said: list[str] = []
+    deployment(legacy, said).run(*pair)
+    fingerprint = Pair.load(*pair).fingerprint[:16]
+    assert said == [f"Installed the certificate for {NAME} (legacy Wazo); it passed a TLS "
+                    "handshake before any restart",
+                    f"Deployed certificate sha256 {fingerprint}… for {NAME}: 6 TLS endpoint(s) "
+                    "verified after the restart"]
+    said.clear()
+    deployment(legacy, said).run(*pair)
+    assert said == [f"{NAME}: this certificate (sha256 {fingerprint}…) is already deployed; "
+                    "nothing changed, nothing restarted"]
+    said.clear()
+    deployment(legacy, said).revert()
+    assert said[-1] == f"Restored the original state for {NAME}: 6 TLS endpoint(s) verified " \
+                       "after the restart"
+
+
+def test_an_installed_plan_aborted_says_so(legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    said: list[str] = []
+    d = deployment(legacy, said)
+    d.install(*pair)
+    d.abort()
+    assert said[-1] == "Rolled back the certificate installed in this run"
+
+
+def test_finishing_an_interrupted_deployment_says_what_it_does(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    legacy.kill_at = "after-probe"
+    with pytest.raises(Killed):
+        deployment(legacy).run(*pair)
+    legacy.kill_at, said = None, []
+    deployment(legacy, said).run(*pair)
+    transaction = legacy.root / STATE / "transaction"
+    fingerprint = Pair.load(*pair).fingerprint[:16]
+    assert said == [f"{transaction}: a deployment of this certificate was interrupted while "
+                    "restarting; finishing it",
+                    f"Deployed certificate sha256 {fingerprint}… for {NAME}: every endpoint "
+                    "already serves it; committed without a restart"]
+
+
+def test_recovery_says_what_it_restores(legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    legacy.kill_at = "after-write-0"
+    with pytest.raises(Killed):
+        deployment(legacy).run(*pair)
+    legacy.kill_at, said = None, []
+    deployment(legacy, said).recover()
+    assert said == [f"{legacy.root / STATE / 'transaction'}: a deployment was interrupted while "
+                    "installing; restoring the state before it"]
+
+
+@pytest.mark.parametrize("root, profile, effect", [
+    ("modern", "legacy", "writes the services' overrides and restarts every service, asterisk "
+                         "included"),
+    ("legacy", "modern", "leaves the daemons verifying server.crt, which the new certificate "
+                         "breaks"),
+])
+def test_a_forced_profile_says_what_it_would_do(
+        monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, root: str,
+        profile: str, effect: str, pair: tuple[Path, Path]) -> None:
+    pbx = install(monkeypatch, request.getfixturevalue(f"{root}_root"))
+    with pytest.raises(HostError) as err:
+        deployment(pbx, profile=profile).run(*pair)
+    assert str(err.value) == (f"{pbx.root}: --profile {profile}, but this host's configuration "
+                              f"is {root}: that {effect} (drop --profile, or confirm with "
+                              "--force-profile)")
+
+
+def test_a_revert_that_fails_its_probe_names_the_saved_state(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    deployment(legacy).run(*pair)
+    legacy.broken.add(9497)
+    with pytest.raises(RolledBackError) as err:
+        deployment(legacy).revert()
+    assert str(err.value).startswith(f"{legacy.root / STATE / 'original'}: not deployed, the "
+                                     "previous certificate was restored")
+    assert legacy.installed_leaf() == leaf(*pair)
+
+
+def test_refresh_tells_whether_it_restarted(legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    deployment(legacy).run(*pair)
+    said: list[str] = []
+    deployment(legacy, said).refresh()
+    legacy.served[9497] = b"stale"
+    deployment(legacy, said).refresh()
+    assert said == ["Every endpoint serves the installed certificate; nothing to restart",
+                    "Restarted the services: every endpoint serves the installed certificate"]
+    legacy.served[9497], legacy.broken = b"stale", {9497}
+    with pytest.raises(WazoError, match="after restarting the services: 127.0.0.1:9497"):
+        deployment(legacy).refresh()
+
+
+def test_a_pair_found_already_deployed_clears_its_remembered_failure(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    deployment(legacy).run(*pair)
+    d = deployment(legacy)
+    d.journal.record_failure(Failure(cert=str(pair[0].absolute()), key=str(pair[1]),
+                                     error="e", failed_at="t"))
+    assert d.run(*pair) is False
+    assert d.journal.failure() is None
+
+
+def test_install_alone_remembers_nothing_by_default(legacy: FakePBX, pair: tuple[Path, Path],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(type(legacy.host), "resolves_to_loopback",
+                        lambda self, name: "192.0.2.10")
+    with pytest.raises(WazoError):
+        deployment(legacy).install(*pair)
+    assert not (legacy.root / STATE / "failed.json").exists()
 
 
 def test_phases_are_documented_where_the_flow_is() -> None:
