@@ -38,7 +38,7 @@ class FakePBX:
         self.failing: set[str] = set()     # commands (basename or verb) that exit 1
         self.broken: set[int] = set()      # ports that never serve a new pair after a restart
         self.stubborn: set[int] = set()    # ports only `wazo-service restart all` reloads
-        self.probes: list[tuple[str, float, bool]] = []  # (hostname, timeout, verify) per call
+        self.probes: list[tuple[str, float, bool, bytes]] = []  # (name, timeout, verify, expect)
         self.kill_at: Optional[str] = None  # a failpoint name: Killed is raised there
         self.served: dict[int, bytes] = {}
         for command in COMMANDS:
@@ -58,6 +58,8 @@ class FakePBX:
 
     # -- the seams ----------------------------------------------------------------------------
     def run(self, argv: Sequence[str], timeout: float) -> str:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise TypeError(f"run: timeout {timeout!r}")  # the real one would never end
         self.commands.append(list(argv))
         name = Path(argv[0]).name
         if name in self.failing or any(a in self.failing for a in argv[1:]):
@@ -87,7 +89,7 @@ class FakePBX:
             raise TypeError(f"probe_until: timeout {timeout!r}")
         if not isinstance(expect_der, bytes):
             raise TypeError(f"probe_until: expect_der {expect_der!r}")
-        self.probes.append((hostname, float(timeout), bool(verify)))
+        self.probes.append((hostname, float(timeout), bool(verify), expect_der))
         results = []
         for endpoint in endpoints:
             served = self.served.get(endpoint.port, b"")

@@ -111,9 +111,16 @@ def test_an_endpoint_failing_after_the_restart_rolls_everything_back(
     before, previous = tree_state(legacy.root), legacy.installed_leaf()
     legacy.broken.add(9497)
     legacy.served[9497] = previous  # it keeps serving the pair it had
+    said: list[str] = []
     with pytest.raises(RolledBackError) as err:
-        deployment(legacy).run(*pair, remember=remember)
-    assert "127.0.0.1:9497 (xivo-auth)" in str(err.value) and "\n" not in str(err.value)
+        deployment(legacy, said).run(*pair, remember=remember)
+    assert str(err.value).startswith(f"{pair[0]}: not deployed, the previous certificate was "
+                                     "restored (127.0.0.1:9497 (xivo-auth) ")
+    assert "\n" not in str(err.value)
+    # after the rollback's restart, every endpoint was probed for the previous pair (Wazo's
+    # self-signed one: not verified), and it passed (nothing more was said)
+    assert legacy.probes[-1][2:] == (False, previous)
+    assert not any(m.startswith("After restoring") for m in said)
     assert tree_state(legacy.root) == before
     assert len(legacy.restarts()) == 2  # the new pair, then the previous one
     assert legacy.serves(previous)
@@ -131,10 +138,11 @@ def test_a_failing_restart_command_rolls_back_without_restarting_again(
     services, still serving the previous pair, are not restarted a second time."""
     before, previous = tree_state(legacy.root), legacy.installed_leaf()
     legacy.failing.add("wazo-service")
-    with pytest.raises(RolledBackError):
+    with pytest.raises(RolledBackError) as err:
         deployment(legacy).run(*pair)
     assert tree_state(legacy.root) == before
     assert len(legacy.restarts()) == 1 and legacy.serves(previous)
+    assert "wazo-service: 'restart all' exited with status 1" in str(err.value)  # not a probe's
 
 
 def test_a_bad_pair_writes_nothing_and_is_not_remembered(legacy: FakePBX, ca: CA,
@@ -279,8 +287,12 @@ def test_restoring_the_previous_state_is_a_transaction_of_its_own(
     renewed = ca.issue(tmp_path / "renewed", names=[NAME])
     deployment(legacy).run(*renewed)
     d = deployment(legacy)
+    legacy.commands.clear()
     assert d.restore(d.journal.previous, "Restored the previous state") is True
     assert legacy.installed_leaf() == leaf(*pair) and legacy.serves(leaf(*pair))
+    # only the pair changed back: no xivo-update-config, and the host is not forgotten
+    assert not any(c[0].endswith("xivo-update-config") for c in legacy.commands)
+    assert d.journal.original.exists()
 
 
 def test_a_damaged_undo_log_is_one_line_naming_it(legacy: FakePBX,
@@ -300,6 +312,11 @@ def test_retry_deploys_the_remembered_failure_with_its_settings(
     with pytest.raises(WazoError):
         deployment(legacy).run(*pair, remember=True)
     legacy.failing.clear()
+    legacy.broken.add(9497)  # it fails again: still remembered, with the new reason
+    with pytest.raises(RolledBackError):
+        deployment(legacy).retry()
+    assert "9497" in json.loads((legacy.root / STATE / "failed.json").read_text())["error"]
+    legacy.broken.clear()
     assert deployment(legacy).retry() is True
     assert legacy.serves(leaf(*pair))
     assert not (legacy.root / STATE / "failed.json").exists()
@@ -325,7 +342,7 @@ def test_a_renewal_falls_back_to_the_documented_restart(legacy: FakePBX, ca: CA,
     restarts = legacy.restarts()
     assert restarts[-1] == [str(legacy.root / "usr/bin/wazo-service"), "restart", "all"]
     assert len(restarts) > 1 and legacy.serves(leaf(*renewed))
-    timeouts = [timeout for _, timeout, _ in legacy.probes[-2:]]
+    timeouts = [timeout for _, timeout, _, _ in legacy.probes[-2:]]
     assert timeouts == [15.0, 60.0]  # the gentle level is given less time than the documented
 
 
@@ -387,9 +404,15 @@ def test_an_upgraded_host_drops_the_old_overrides_and_restarts_everything(
     links = [d / LINK_NAME for d in sorted(modern_root.glob("etc/wazo-*/conf.d"))]
     for link in links:
         link.symlink_to(CUSTOM_FILE)
+    template = modern_root / HOSTS_CUSTOM.lstrip("/")
+    template.parent.mkdir(parents=True)
+    base = (modern_root / "usr/share/xivo-config/templates/system/etc/hosts").read_text()
+    template.write_text(base.replace("127.0.1.1", "127.0.0.1"))
     modern = install(monkeypatch, modern_root)
     assert deployment(modern).run(*pair) is True
     assert not custom.exists() and not any(os.path.lexists(link) for link in links)
+    assert not template.exists()
+    assert modern.commands[0][0].endswith("xivo-update-config")  # /etc/hosts from the base
     assert modern.restarts() == [[str(modern_root / "usr/bin/wazo-service"), "restart", "all"]]
 
 
@@ -445,8 +468,10 @@ def test_nginx_serving_another_certificate_for_the_name_is_refused(
 def test_nginx_serving_the_same_certificate_from_its_own_file_is_accepted(
         legacy: FakePBX, pair: tuple[Path, Path]) -> None:
     write_foreign_site(legacy, leaf(*pair))
-    assert deployment(legacy).run(*pair) is True
+    said: list[str] = []
+    assert deployment(legacy, said).run(*pair) is True
     assert legacy.serves(leaf(*pair))
+    assert "6 TLS endpoint(s) verified" in said[-1]  # port 443 is probed once
 
 
 def test_refresh_restarts_only_when_an_endpoint_serves_something_else(
@@ -568,6 +593,45 @@ def test_install_alone_remembers_nothing_by_default(legacy: FakePBX, pair: tuple
     with pytest.raises(WazoError):
         deployment(legacy).install(*pair)
     assert not (legacy.root / STATE / "failed.json").exists()
+
+
+def test_existing_parent_directories_are_left_as_they_are(legacy: FakePBX,
+                                                         pair: tuple[Path, Path]) -> None:
+    (legacy.root / "etc/xivo").chmod(0o750)
+    deployment(legacy).run(*pair)
+    assert stat.S_IMODE((legacy.root / "etc/xivo").stat().st_mode) == 0o750
+
+
+def test_a_failure_before_the_restart_is_remembered_with_its_reason(
+        legacy: FakePBX, pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(type(legacy.host), "resolves_to_loopback",
+                        lambda self, name: "192.0.2.10")
+    with pytest.raises(WazoError) as err:
+        deployment(legacy).run(*pair, remember=True)
+    record = json.loads((legacy.root / STATE / "failed.json").read_text())
+    assert record["error"] == str(err.value)
+
+
+def test_an_interrupted_renewal_is_undone_with_the_gentle_reloads_first(
+        legacy: FakePBX, ca: CA, tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    deployment(legacy).run(*pair)
+    legacy.kill_at = "after-restart"
+    with pytest.raises(Killed):
+        deployment(legacy).run(*ca.issue(tmp_path / "renewed", names=[NAME]))
+    legacy.kill_at, restarts = None, len(legacy.restarts())
+    deployment(legacy).recover()
+    undo = legacy.restarts()[restarts:]
+    assert undo and ["restart", "all"] not in [c[1:] for c in undo]
+    assert legacy.serves(leaf(*pair))
+
+
+def test_not_a_wazo_root_names_the_option_of_the_face_in_use(tmp_path: Path) -> None:
+    root = tmp_path / "not-wazo"
+    root.mkdir()
+    for prefix in ("--", "--wazo-"):
+        with pytest.raises(HostError, match=f"check {prefix}root\\)$"):
+            Deployment(Settings(root=root, option_prefix=prefix)).recover()
+    assert list(root.iterdir()) == []
 
 
 def test_phases_are_documented_where_the_flow_is() -> None:

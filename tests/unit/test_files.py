@@ -106,3 +106,19 @@ def test_a_huge_file_where_a_managed_file_goes_is_refused(tmp_path: Path) -> Non
         stream.truncate(MAX_FILE_BYTES + 1)
     with pytest.raises(HostError, match=f"^{huge}: larger than 16 MiB"):
         read_state(huge)
+
+
+def test_a_file_of_exactly_the_bound_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "big"
+    with open(path, "wb") as stream:
+        stream.truncate(MAX_FILE_BYTES)
+    assert len(read_state(path).data) == MAX_FILE_BYTES
+
+
+def test_an_existing_directory_is_read_with_its_mode_and_owner(tmp_path: Path) -> None:
+    directory = tmp_path / "d"
+    directory.mkdir(mode=0o750)
+    directory.chmod(0o750)
+    st = directory.stat()
+    assert read_state(directory) == FileState.directory(0o750, st.st_uid, st.st_gid)
+    assert read_state(directory) != FileState.directory(0o755, st.st_uid, st.st_gid)

@@ -2,6 +2,7 @@
 went, commit, the remembered failure, and the host's lock."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from pathlib import Path
@@ -81,6 +82,39 @@ def test_commit_keeps_the_transaction_as_previous_and_what_it_wrote(journal: Jou
     assert not journal.transaction.exists() and journal.previous.exists()
     assert journal.written() == RECORD.written
     assert journal.saved_generation(journal.previous) == RECORD.generation
+
+
+def test_a_path_first_changed_by_a_later_deployment_joins_the_original(
+        root: Path, journal: Journal) -> None:
+    journal.begin(["/certs/server.key"], RECORD)
+    journal.commit()
+    journal.begin(["/certs/server.key", "/certs/new.yml"], RECORD)
+    entries, _ = journal.original.read()
+    assert [p for p, _ in entries] == ["/certs/server.key", "/certs/new.yml"]
+
+
+def test_what_was_written_accumulates_over_deployments(journal: Journal) -> None:
+    journal.begin(["/certs/server.key"], dataclasses.replace(RECORD, written={"/a": "file:1"}))
+    journal.commit()
+    journal.begin(["/certs/server.key"], dataclasses.replace(RECORD, written={"/b": "file:2"}))
+    journal.commit()
+    assert journal.written() == {"/a": "file:1", "/b": "file:2"}
+
+
+def test_the_state_directory_keeps_nothing_but_its_records(root: Path, journal: Journal) -> None:
+    """No staging, aside or trash copy is left, and every file is root's and 0600."""
+    for _ in range(2):
+        journal.begin(["/certs/server.key"], dataclasses.replace(RECORD, written={"/a": "f"}))
+        journal.phase(Phase.INSTALLED)
+        journal.commit()
+    assert sorted(p.name for p in journal.state_dir.iterdir()) == \
+        ["original", "previous", "written.json"]
+    for path in journal.state_dir.rglob("*"):
+        st = path.stat()
+        if path.is_file():
+            assert stat.S_IMODE(st.st_mode) == 0o600, path
+            if os.geteuid() == 0:
+                assert (st.st_uid, st.st_gid) == (0, 0), path
 
 
 def test_a_damaged_undo_log_is_a_record_error_naming_it(journal: Journal) -> None:
