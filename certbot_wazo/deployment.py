@@ -12,8 +12,9 @@ phase          what is going on                            interrupted: the next
 INSTALLING     the undo log holds what every path held;    puts every path back, renders
                files are written, xivo-update-config       /etc/hosts again; nothing was
                renders /etc/hosts                          restarted, nothing is
-INSTALLED      every file written; the pair passed a TLS   the same pair rolls forward (restart,
-               handshake before any restart                probe, commit); else as INSTALLING
+INSTALLED      every file written; a deployment's pair      the same pair rolls forward (restart,
+               passed a TLS handshake before any restart   probe, commit); else as INSTALLING
+               (revert and restore have no such probe)
 RESTARTING     the services restart on the new files,      the same pair rolls forward (commit
                then every endpoint is probed               without restart if every endpoint
                                                            serves it); else the files go back
@@ -210,8 +211,8 @@ class Deployment:
     def install(self, cert: Path, key: Path, remember: bool = False) -> bool:
         """Validate, stage, install, configure and probe before any restart.
 
-        On failure every file is put back and nothing is restarted. The lock is kept until
-        activate(), abort() or release().
+        On failure every file is put back and nothing is restarted. When it returns True the
+        lock is kept for activate() or abort().
 
         :returns: False when there is nothing to do
         :raises WazoError: what is wrong, the host left as it was
@@ -314,6 +315,8 @@ class Deployment:
 
         :raises RolledBackError: the previous pair and configuration were restored
         """
+        if self.plan is None:
+            raise WazoError("no deployment is pending (deploy a certificate first)")
         with self._locked():
             self._activate()
 
@@ -415,6 +418,7 @@ class Deployment:
         :raises ProbeError: an endpoint still does not serve the installed pair after the restart
         """
         with self._locked():
+            self._recover()
             return self._refresh()
 
     def _refresh(self) -> bool:
@@ -507,7 +511,13 @@ class Deployment:
 
         :raises HostError: such a file exists
         """
-        written = self.journal.written()
+        try:
+            written = self.journal.written()
+        except RecordError as exc:
+            raise HostError(f"{self.journal.written_path}: revert cannot tell the admin's later "
+                            f"edits from certbot-wazo's ({exc}) (check the files it manages, "
+                            f"then remove {self.journal.written_path} and run revert again; "
+                            "nothing was changed)") from None
         edited = [path for path, _ in entries if path in written
                   and digest(read_state(self.host.path(path))) != written[path]]
         if edited:

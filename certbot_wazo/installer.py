@@ -186,13 +186,15 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
             if deployment.plan is not None:
                 try:
                     deployment.activate()
-                except WazoError:
+                except (WazoError, OSError):
+                    # rolled back already, or its undo log is left for the next run: a
+                    # rollback_checkpoints now would restore the state before the previous one
                     self._nothing_to_roll_back = True
                     raise
             else:
                 try:
                     deployment.refresh()
-                except WazoError:
+                except (WazoError, OSError):
                     self._nothing_to_roll_back = True  # nothing of this run to roll back
                     raise
         except WazoError as exc:

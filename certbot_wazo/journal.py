@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 from certbot_wazo import records
 from certbot_wazo.errors import HostError, LockBusyError
 from certbot_wazo.files import FILE, FileState, apply_state, ensure_private_dir, read_state
-from certbot_wazo.records import Failure, Original, Phase, Transaction
+from certbot_wazo.records import Failure, Original, Phase, RecordError, Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,14 @@ class Journal:
         _, meta = self.transaction.read()
         return Transaction.from_json(meta, self.transaction.path)
 
+    def last_deployment(self) -> Transaction:
+        """The record of the last committed transaction (kept as `previous`).
+
+        :raises HostError: none, or damaged
+        """
+        _, meta = self.previous.read()
+        return Transaction.from_json(meta, self.previous.path)
+
     def original_record(self) -> Original:
         """The record kept with the state before the first deployment.
 
@@ -191,8 +199,12 @@ class Journal:
         record = self.open_transaction()
         if record is not None:
             if record.written:
+                try:
+                    known = self.written()
+                except RecordError:
+                    known = {}  # damaged: what this deployment wrote is what is known now
                 apply_state(self.written_path, FileState.file(
-                    records.dump(dict(self.written(), **record.written)), 0o600))
+                    records.dump_written(dict(known, **record.written)), 0o600))
             self.previous.remove()
             os.rename(self.transaction.path, self.previous.path)
             _fsync_dir(self.state_dir)
@@ -205,11 +217,17 @@ class Journal:
         return self.state_dir / "written.json"
 
     def written(self) -> dict[str, str]:
-        """Path -> digest of what certbot-wazo last wrote there ({} when unknown)."""
+        """Path -> digest of what certbot-wazo last wrote there ({} when nothing is recorded).
+
+        :raises RecordError: written.json is unreadable, damaged or too new
+        """
         try:
-            return records.written_digests(records.load(self.written_path))
-        except (OSError, HostError):
+            data = records.load(self.written_path)
+        except FileNotFoundError:
             return {}
+        except OSError as exc:
+            raise RecordError(f"{self.written_path}: unreadable ({exc.strerror})") from None
+        return records.written_digests(data, self.written_path)
 
     @property
     def failure_path(self) -> Path:

@@ -82,7 +82,9 @@ class Transaction:
                        new_leaf=bytes.fromhex(_str(d.get("new_leaf", ""))),
                        label=_str(d.get("label", "")), verify=_bool(d.get("verify", True)),
                        written={_str(k): _str(v) for k, v in _dict(d.get("written", {})).items()})
-        return _read(data, where, "undo log", build)
+        return _read(data, where, "undo log", build,
+                     fix=f"put the previous certificate back by hand if needed (the saved files "
+                         f"are in {where}), then remove {where}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,9 +191,12 @@ def load_manifest(path: Path, blob: Callable[[str], bytes]) -> tuple[list[Entry]
             entries.append(Entry(_str(item["path"]), _str(item["blob"]), state))
         return entries, _dict(d.get("meta", {}))
     try:
-        data = load(path)
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise RecordError(f"{path}: certbot-wazo's saved state is damaged ({exc.strerror}; "
+                          f"inspect it, then remove {path.parent})") from None
+    except ValueError as exc:
+        raise RecordError(f"{path}: certbot-wazo's saved state is damaged (not JSON: {exc}; "
                           f"inspect it, then remove {path.parent})") from None
     return _read(data, path, "saved state", build, remove=path.parent)
 
@@ -216,23 +221,37 @@ def load(path: Path) -> object:
                           f"remove {path})") from None
 
 
-def written_digests(data: object) -> dict[str, str]:
-    """written.json: path -> digest of what certbot-wazo last wrote there; {} when damaged
-    (revert then cannot tell the admin's edits from its own, and says so per file)."""
-    if not isinstance(data, dict):
-        return {}
-    return {str(k): str(v) for k, v in data.items() if k != "version"}
+def dump_written(digests: dict[str, str]) -> bytes:
+    """written.json: path -> digest of what certbot-wazo last wrote there."""
+    return records_json({"version": VERSION, "digests": digests})
+
+
+def written_digests(data: object, where: Path) -> dict[str, str]:
+    """What written.json holds (0.1.0 wrote the digests at the top level).
+
+    :raises RecordError: damaged or too new
+    """
+    def build(d: dict[str, Any]) -> dict[str, str]:
+        digests = _dict(d["digests"]) if "version" in d else d
+        return {_str(k): _str(v) for k, v in digests.items()}
+    return _read(data, where, "record of what it wrote", build)
+
+
+def records_json(data: dict[str, Any]) -> bytes:
+    """A record's bytes on disk."""
+    return json.dumps(data, indent=1).encode()
 
 
 R = TypeVar("R")
 
 
 def _read(data: object, where: Path, what: str, build: Callable[[dict[str, Any]], R],
-          remove: Optional[Path] = None) -> R:
+          remove: Optional[Path] = None, fix: str = "") -> R:
     remove = remove or where
+    fix = fix or f"inspect it, then remove {remove}"
     if not isinstance(data, dict):
         raise RecordError(f"{where}: certbot-wazo's {what} is damaged (not a JSON object; "
-                          f"inspect it, then remove {remove})")
+                          f"{fix})")
     version = data.get("version", VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
         raise RecordError(f"{where}: certbot-wazo's {what} has version {version!r}, newer than "
@@ -242,8 +261,8 @@ def _read(data: object, where: Path, what: str, build: Callable[[dict[str, Any]]
         return build(data)
     except (OSError, KeyError, TypeError, ValueError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
-        raise RecordError(f"{where}: certbot-wazo's {what} is damaged ({detail}; inspect it, "
-                          f"then remove {remove})") from None
+        raise RecordError(f"{where}: certbot-wazo's {what} is damaged ({detail}; {fix})") \
+            from None
 
 
 def _int(value: object) -> int:

@@ -42,9 +42,16 @@ def run(argv: Sequence[str], timeout: float) -> str:
             raise CommandError(f"{argv[0]}: cannot be run ({exc.strerror}; reinstall it)") \
                 from None
         try:
-            _wait(proc, argv, timeout)
-        except SignalledError:
-            _wait(proc, argv, timeout)
+            try:
+                _wait(proc, argv, timeout)
+            except SignalledError:
+                _wait(proc, argv, timeout)
+                raise
+        except (CommandError, SignalledError) as exc:
+            output.seek(0)
+            text = output.read(MAX_OUTPUT).decode(errors="replace")
+            logger.debug("ran %s: %s; output:%s", " ".join(argv), exc,
+                         "\n" + text.rstrip("\n") if text.strip() else " none")
             raise
         output.seek(0)
         text = output.read(MAX_OUTPUT).decode(errors="replace")

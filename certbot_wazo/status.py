@@ -87,8 +87,8 @@ def check(deployment: Deployment, config_dir: Path,
     pair = _installed_pair(host, report, now)
     if pair is None:
         return report
-    report.hostname = deployment.settings.hostname or host.pick_name(
-        [n for n in pair.names if not n.startswith("*.")]) or _default_name(pair)
+    report.hostname = deployment.settings.hostname or _deployed_name(deployment, pair) or \
+        host.pick_name([n for n in pair.names if not n.startswith("*.")]) or _default_name(pair)
     _check_endpoints(deployment, pair, report)
     _check_nginx_foreign(host, pair, report)
     _check_configuration(deployment, pair, report)
@@ -103,6 +103,18 @@ def check(deployment: Deployment, config_dir: Path,
                                f"{failure.error} (`certbot-wazo retry` deploys it; certbot.timer "
                                "runs it twice a day)")
     return report
+
+
+def _deployed_name(deployment: Deployment, pair: Pair) -> str:
+    """The name the last deployment used for the installed pair (its --hostname), if known."""
+    try:
+        if deployment.journal.previous.exists():
+            record = deployment.journal.last_deployment()
+            if record.new_leaf == pair.leaf_der:
+                return record.hostname
+    except WazoError:
+        pass  # a damaged record: the name is chosen as deploy would
+    return ""
 
 
 def _check_nginx_foreign(host: Host, pair: Pair, report: Report) -> None:
@@ -242,6 +254,10 @@ def _check_endpoints(deployment: Deployment, pair: Pair, report: Report) -> None
     except WazoError as exc:
         report.problems.append(str(exc))
         return
+    if not endpoints:
+        report.problems.append(f"{deployment.host.root}: no TLS endpoint serving the Wazo "
+                               "certificate was found in the host's configuration (give them "
+                               "with --probe ADDR:PORT)")
     name = report.hostname or "localhost"
     self_signed = pair.leaf.issuer == pair.leaf.subject
     results = tls.probe_until(endpoints, name, pair.leaf_der, 0.5, verify=not self_signed)

@@ -10,7 +10,7 @@ from . import nginx
 from .common import PYTHON, REPO, fault_armed, log_dir, log_event, sandbox_dir, state
 from .procs import pid_alive, read_pid, spawn_detached, terminate, wait_until
 
-START_TIMEOUT = 5.0
+START_TIMEOUT = 30.0  # systemd gives a unit 90 s (DefaultTimeoutStartSec); 5 s failed on a loaded CI
 
 
 def _kind(root: Path, unit: str) -> str | None:

@@ -634,6 +634,35 @@ def test_not_a_wazo_root_names_the_option_of_the_face_in_use(tmp_path: Path) -> 
     assert list(root.iterdir()) == []
 
 
+def test_activate_without_a_pending_plan_says_so_without_waiting_for_the_lock(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    holder = deployment(legacy)
+    holder.install(*pair)  # holds the lock
+    with pytest.raises(WazoError, match="no deployment is pending"):
+        deployment(legacy).activate()
+    holder.activate()
+
+
+def test_revert_with_a_damaged_record_of_what_was_written_refuses(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    deployment(legacy).run(*pair)
+    written = legacy.root / STATE / "written.json"
+    written.write_text("{")
+    before = tree_state(legacy.root)
+    with pytest.raises(HostError) as err:
+        deployment(legacy).revert()
+    assert str(err.value).startswith(f"{written}: revert cannot tell the admin's later edits")
+    assert tree_state(legacy.root) == before
+
+
+def test_a_damaged_record_of_what_was_written_does_not_stop_a_deployment(
+        legacy: FakePBX, ca: CA, tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    deployment(legacy).run(*pair)
+    (legacy.root / STATE / "written.json").write_text("[")
+    assert deployment(legacy).run(*ca.issue(tmp_path / "renewed", names=[NAME])) is True
+    assert deployment(legacy).journal.written()  # written again, whole
+
+
 def test_phases_are_documented_where_the_flow_is() -> None:
     """A newcomer finds every phase, and what recovery does in it, in deployment.py."""
     doc = deployment_module.__doc__ or ""

@@ -182,6 +182,20 @@ def test_a_failed_activation_is_rolled_back_once(
     assert [c[0] for c in deployment.calls] == ["install", "activate"]
 
 
+def test_an_activation_that_fails_with_a_system_error_is_not_rolled_back_twice(
+        faked: tuple[WazoInstaller, FakeDeployment]) -> None:
+    """The deployment left its undo log for the next run: certbot's rollback must not restore
+    the state before the previous one on top of it."""
+    wazo, deployment = faked
+    wazo.deploy_cert("wazo.example.test", "/c", "/k", fullchain_path="/f")
+    deployment.fail["activate"] = OSError(5, "Input/output error")
+    with pytest.raises(errors.PluginError):
+        wazo.restart()
+    deployment.plan = None
+    wazo.rollback_checkpoints()
+    assert [c[0] for c in deployment.calls] == ["install", "activate"]
+
+
 def test_rollback_undoes_this_runs_install_else_restores_the_previous_state(
         faked: tuple[WazoInstaller, FakeDeployment]) -> None:
     wazo, deployment = faked

@@ -24,6 +24,13 @@ def test_a_failing_command_logs_its_whole_output(caplog: pytest.LogCaptureFixtur
     assert "line-alpha\nline-beta\nline-gamma" in caplog.text
 
 
+def test_a_command_that_times_out_logs_what_it_printed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="certbot_wazo")
+    with pytest.raises(CommandError):
+        services.run(["/bin/sh", "-c", "echo restarting-wazo-auth; exec sleep 30"], timeout=0.5)
+    assert "restarting-wazo-auth" in caplog.text
+
+
 def test_a_written_file_is_logged_without_its_bytes(tmp_path: Path,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="certbot_wazo")

@@ -105,9 +105,24 @@ def test_a_manifest_that_is_not_json_names_its_directory(tmp_path: Path) -> None
     with pytest.raises(RecordError) as err:
         records.load_manifest(tmp_path / "manifest.json", lambda blob: b"")
     assert str(err.value).startswith(f"{tmp_path / 'manifest.json'}: ")
-    assert f"remove {tmp_path / 'manifest.json'}" in str(err.value)
+    assert str(err.value).endswith(f"then remove {tmp_path})")  # the snapshot, not its manifest
 
 
-def test_written_digests_ignore_what_is_not_a_mapping() -> None:
-    assert records.written_digests([1]) == {}
-    assert records.written_digests({"version": 1, "/a": "file:x"}) == {"/a": "file:x"}
+def test_written_digests_read_both_layouts_and_refuse_damage() -> None:
+    """0.1.0 kept the digests at the top level; now they are under "digests", versioned."""
+    assert records.written_digests({"/a": "file:x"}, WHERE) == {"/a": "file:x"}
+    current = json.loads(records.dump_written({"/a": "file:x"}))
+    assert current["version"] == records.VERSION
+    assert records.written_digests(current, WHERE) == {"/a": "file:x"}
+    for damaged in ([1], {"version": 1, "digests": [1]}, {"/a": 3}):
+        with pytest.raises(RecordError, match="record of what it wrote is damaged"):
+            records.written_digests(damaged, WHERE)
+    with pytest.raises(RecordError, match="upgrade certbot-wazo"):
+        records.written_digests({"version": records.VERSION + 1, "digests": {}}, WHERE)
+
+
+def test_the_undo_logs_damage_says_how_to_put_the_certificate_back() -> None:
+    with pytest.raises(RecordError) as err:
+        Transaction.from_json({"endpoints": 3}, WHERE)
+    assert "put the previous certificate back by hand if needed (the saved files are in " \
+        f"{WHERE}), then remove {WHERE}" in str(err.value)

@@ -61,6 +61,26 @@ def test_a_link_pointing_elsewhere_is_what_deploy_refuses(deployed: FakePBX,
     assert str(refused.value).startswith(f"{link}: links to /etc/elsewhere.yml")
 
 
+def test_the_name_deploy_was_given_is_the_one_status_checks(legacy: FakePBX, ca: CA,
+                                                            tmp_path: Path) -> None:
+    """A certificate with several names, deployed with --hostname for the second one."""
+    pair = ca.issue(tmp_path / "two", names=[NAME, "pbx.example.test"])
+    Deployment(Settings(root=legacy.root, hostname="pbx.example.test"),
+               notify=lambda m: None).run(*pair)
+    report = check(legacy, tmp_path)
+    assert report.hostname == "pbx.example.test" and report.problems == []
+
+
+def test_a_host_without_any_tls_endpoint_is_not_healthy(
+        monkeypatch: pytest.MonkeyPatch, modern_root: Path, tmp_path: Path) -> None:
+    pbx = install(monkeypatch, modern_root)
+    (modern_root / "etc/nginx/sites-enabled/wazo").unlink()
+    for path in sorted((modern_root / "etc/wazo-phoned").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    report = check(pbx, tmp_path)
+    assert any(p.startswith(f"{modern_root}: no TLS endpoint") for p in report.problems)
+
+
 def test_a_missing_link_is_reported(deployed: FakePBX, tmp_path: Path) -> None:
     link = deployed.host.conf_d_dirs()[1] / LINK_NAME
     link.unlink()
