@@ -36,6 +36,7 @@ class FakePBX:
         self.host = Host(root)
         self.commands: list[list[str]] = []
         self.failing: set[str] = set()     # commands (basename or verb) that exit 1
+        self.restarts_fail_from: Optional[int] = None  # the Nth restart command on exits 1
         self.broken: set[int] = set()      # ports that never serve a new pair after a restart
         self.stubborn: set[int] = set()    # ports only `wazo-service restart all` reloads
         self.probes: list[tuple[str, float, bool, bytes]] = []  # (name, timeout, verify, expect)
@@ -62,7 +63,9 @@ class FakePBX:
             raise TypeError(f"run: timeout {timeout!r}")  # the real one would never end
         self.commands.append(list(argv))
         name = Path(argv[0]).name
-        if name in self.failing or any(a in self.failing for a in argv[1:]):
+        late = self.restarts_fail_from is not None and name != "xivo-update-config" and \
+            len(self.restarts()) >= self.restarts_fail_from
+        if late or name in self.failing or any(a in self.failing for a in argv[1:]):
             raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' exited with status 1: failed "
                                "(run it by hand to see why, fix that, then run again)")
         if name == "xivo-update-config":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Optional
@@ -661,6 +662,33 @@ def test_a_damaged_record_of_what_was_written_does_not_stop_a_deployment(
     (legacy.root / STATE / "written.json").write_text("[")
     assert deployment(legacy).run(*ca.issue(tmp_path / "renewed", names=[NAME])) is True
     assert deployment(legacy).journal.written()  # written again, whole
+
+
+def test_a_rollback_whose_restart_fails_is_finished_by_the_next_run(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    """The new pair fails its probe, and the restart on the previous pair fails too: the error
+    says so, the undo log stays, and the next command restarts on the previous pair."""
+    before, previous = tree_state(legacy.root), legacy.installed_leaf()
+    legacy.broken.add(9497)
+    legacy.served[9497] = b"neither"
+    legacy.restarts_fail_from = 2
+    with pytest.raises(WazoError) as err:
+        deployment(legacy).run(*pair, remember=True)
+    assert "while restoring the previous certificate" in str(err.value)
+    assert tree_state(legacy.root) == before  # the files are back already
+    assert (legacy.root / STATE / "transaction").exists()
+    legacy.restarts_fail_from, legacy.broken = None, set()
+    assert deployment(legacy).recover() is True
+    assert legacy.serves(previous) and not (legacy.root / STATE / "transaction").exists()
+
+
+def test_a_failure_is_remembered_with_when_it_happened(legacy: FakePBX,
+                                                       pair: tuple[Path, Path]) -> None:
+    legacy.failing.add("wazo-service")
+    with pytest.raises(WazoError):
+        deployment(legacy).run(*pair, remember=True)
+    record = json.loads((legacy.root / STATE / "failed.json").read_text())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+", record["failed_at"])
 
 
 def test_phases_are_documented_where_the_flow_is() -> None:
