@@ -56,7 +56,6 @@ from certbot_wazo.errors import (
 )
 from certbot_wazo.files import FILE, FileState, apply_state, read_state
 from certbot_wazo.host import HOSTS_CUSTOM, HOSTS_FILE, LEGACY, STATE_DIR, Host
-from certbot_wazo.host import loopback as host_loopback
 from certbot_wazo.journal import Journal, Snapshot, digest
 from certbot_wazo.pair import Pair, load_chain
 from certbot_wazo.records import Failure, Phase, RecordError, SavedSettings, Transaction
@@ -426,7 +425,7 @@ class Deployment:
         if not der:
             raise HostError(f"{self.host.root}: no installed Wazo certificate to check "
                             "(check --wazo-root)")
-        endpoints = self._endpoints()
+        endpoints = self.endpoints()
         name = self.settings.hostname or "localhost"
         if tls.describe_failures(tls.probe_until(endpoints, name, der, 1.0, verify=False)) is None:
             self.notify("Every endpoint serves the installed certificate; nothing to restart")
@@ -493,7 +492,7 @@ class Deployment:
                     changes=changes, update_config=generation == LEGACY
                     and any(p == HOSTS_CUSTOM for p, _ in changes),
                     restarts=services.restart_commands(self.host, generation) if changes else [],
-                    endpoints=self._endpoints(), expect_der=der, verify=False, label=label,
+                    endpoints=self.endpoints(), expect_der=der, verify=False, label=label,
                     source=str(snapshot.path))
 
     def _forget_host(self) -> None:
@@ -547,9 +546,11 @@ class Deployment:
             state.overrides and self.host.resolves_to_loopback(hostname) is not None)
         changes = [(self._wazo_path(p), s) for p, s in _with_parents(state.files, self.host.root)
                    if read_state(p) != s]
-        endpoints = self._endpoints()
-        endpoints += [e for e in self._nginx_serving(pair, hostname)
-                      if all(e.port != known.port for known in endpoints)]
+        endpoints = self.endpoints()
+        served_by_nginx, refused = desired.nginx_conflicts(self.host, pair.leaf_der, hostname)
+        if refused:
+            raise HostError(refused[0])
+        endpoints += [e for e in served_by_nginx if all(e.port != known.port for known in endpoints)]
         # Removing the overrides is a configuration change of every daemon: upstream's revert
         # ends with `wazo-service restart all`.
         restarts = services.restart_commands(
@@ -600,33 +601,17 @@ class Deployment:
             f" (give {self.settings.option_prefix}hostname NAME: the name phones and services "
             "use to reach this PBX)")
 
-    def _nginx_serving(self, pair: Pair, hostname: str) -> list[Endpoint]:
-        """nginx servers that answer for hostname with a file of their own: fine (and probed)
-        when that file holds the certificate being deployed, else nothing is changed, because
-        port 443 would go on serving another certificate.
+    def endpoints(self) -> list[Endpoint]:
+        """The TLS endpoints to probe: the probe option's, else those the host's configuration
+        names (status checks the same ones).
 
-        :raises HostError: nginx serves another certificate for hostname
+        :raises HostError: none (give them with the probe option)
         """
-        found = []
-        directories = self.host.cert_dirs()
-        wazo = self._wazo_path(directories[0] / "server.crt") if directories else "server.crt"
-        for server, served in self.host.nginx_foreign(hostname):
-            if served != pair.leaf_der:
-                raise HostError(
-                    f"{server.path}:{server.line}: nginx serves {server.certificates[0]} for "
-                    f"{hostname} on port {server.port}, not Wazo's certificate (point "
-                    f"ssl_certificate and ssl_certificate_key back at {wazo} and "
-                    f"{wazo[:-len('.crt')]}.key so that certbot-wazo installs there, or deploy "
-                    "the certificate nginx serves)")
-            found.append(Endpoint(host_loopback(server.address), server.port, "nginx"))
-        return found
-
-    def _endpoints(self) -> list[Endpoint]:
         endpoints = list(self.settings.probes) or self.host.endpoints()
         if not endpoints:
             raise HostError(f"{self.host.root}: no TLS endpoint serving the Wazo certificate was "
                             "found in the host's configuration (give them with "
-                            "--wazo-probe ADDR:PORT)")
+                            f"{self.settings.option_prefix}probe ADDR:PORT)")
         return endpoints
 
     def _drop_unused_undo_log(self) -> None:

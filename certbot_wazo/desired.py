@@ -5,9 +5,10 @@ import dataclasses
 from pathlib import Path
 
 from certbot_wazo import hosts, overrides, services
-from certbot_wazo.files import FILE, FileState, read_state
-from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, LINK_NAME, Host
+from certbot_wazo.files import ABSENT, FILE, FileState, read_state
+from certbot_wazo.host import CUSTOM_FILE, HOSTS_CUSTOM, LINK_NAME, Host, loopback
 from certbot_wazo.pair import Pair
+from certbot_wazo.tls import Endpoint
 
 
 @dataclasses.dataclass
@@ -15,16 +16,18 @@ class Desired:
     """Every path certbot-wazo manages on a host, and what it should hold."""
 
     generation: str
-    hostname: str
     # (path under the root, state): the pair in each certificate directory, then (legacy
     # procedure) the overrides, their links and the hosts template, then what is removed.
     files: list[tuple[Path, FileState]]
     # The services reach each other by NAME (upstream's overrides): NAME must be on 127.0.0.1,
     # and /etc/hosts is rendered from the template by xivo-update-config.
     overrides: bool = False
-    # The pre-19.01 procedure's files are removed (upstream asks it from 19.01).
-    removing: list[Path] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def removing(self) -> list[Path]:
+        """The pre-19.01 procedure's files, removed (upstream asks it from 19.01)."""
+        return [path for path, state in self.files if state.kind == ABSENT]
 
     def drift(self) -> list[tuple[Path, FileState]]:
         """The paths whose current state differs from the desired one."""
@@ -56,7 +59,7 @@ def desired(host: Host, pair: Pair, hostname: str, profile: str) -> Desired:
         file where a link goes, a malformed configuration); the message says what to fix
     """
     generation = host.generation(profile)
-    state = Desired(generation, hostname, pair_files(host, pair))
+    state = Desired(generation, pair_files(host, pair))
     if overrides.wanted(host, profile, generation):
         services.update_config_command(host)  # the hosts template is rendered by it
         state.overrides = True
@@ -68,8 +71,30 @@ def desired(host: Host, pair: Pair, hostname: str, profile: str) -> Desired:
         if any(path == host.path(HOSTS_CUSTOM) for path, _ in removals):
             services.update_config_command(host)  # /etc/hosts is rendered again
         state.files.extend(removals)
-        state.removing = [path for path, _ in removals]
     return state
+
+
+def nginx_conflicts(host: Host, leaf_der: bytes, hostname: str) -> tuple[list[Endpoint], list[str]]:
+    """nginx servers that answer for hostname with a certificate file of their own: those whose
+    file holds this leaf are endpoints to probe; every other one is a problem deploy refuses
+    (port 443 would go on serving another certificate), with the fix.
+
+    :raises HostError: nginx's configuration cannot be read or parsed
+    """
+    directories = host.cert_dirs()
+    wazo = "/" + str((directories[0] / "server.crt").relative_to(host.root)) if directories \
+        else "server.crt"
+    endpoints, problems = [], []
+    for server, served in host.nginx_foreign(hostname):
+        if served == leaf_der:
+            endpoints.append(Endpoint(loopback(server.address), server.port, "nginx"))
+            continue
+        problems.append(
+            f"{server.path}:{server.line}: nginx serves {server.certificates[0]} for {hostname} "
+            f"on port {server.port}, not Wazo's certificate (point ssl_certificate and "
+            f"ssl_certificate_key back at {wazo} and {wazo[:-len('.crt')]}.key so that "
+            "certbot-wazo installs there, or deploy the certificate nginx serves)")
+    return endpoints, problems
 
 
 def describe_drift(host: Host, path: Path, wanted: FileState) -> str:

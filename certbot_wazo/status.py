@@ -118,20 +118,14 @@ def _deployed_name(deployment: Deployment, pair: Pair) -> str:
 
 
 def _check_nginx_foreign(host: Host, pair: Pair, report: Report) -> None:
-    """nginx answering for the name with a certificate file of its own that is not the pair."""
+    """nginx answering for the name with a certificate file of its own that is not the pair
+    (what deploy refuses, with its message)."""
     if not report.hostname:
         return
     try:
-        servers = host.nginx_foreign(report.hostname)
+        report.problems += desired.nginx_conflicts(host, pair.leaf_der, report.hostname)[1]
     except WazoError as exc:
         report.problems.append(str(exc))
-        return
-    for server, served in servers:
-        if served != pair.leaf_der:
-            report.problems.append(
-                f"{server.path}:{server.line}: nginx serves {server.certificates[0]} for "
-                f"{report.hostname} on port {server.port}, not the installed Wazo certificate "
-                "(point ssl_certificate and ssl_certificate_key back at Wazo's pair)")
 
 
 def _safe(check: Callable[[], bool]) -> bool:
@@ -250,14 +244,10 @@ def _is_www_data(host: Host, gid: int) -> bool:
 
 def _check_endpoints(deployment: Deployment, pair: Pair, report: Report) -> None:
     try:
-        endpoints = list(deployment.settings.probes) or deployment.host.endpoints()
+        endpoints = deployment.endpoints()
     except WazoError as exc:
         report.problems.append(str(exc))
         return
-    if not endpoints:
-        report.problems.append(f"{deployment.host.root}: no TLS endpoint serving the Wazo "
-                               "certificate was found in the host's configuration (give them "
-                               "with --probe ADDR:PORT)")
     name = report.hostname or "localhost"
     self_signed = pair.leaf.issuer == pair.leaf.subject
     results = tls.probe_until(endpoints, name, pair.leaf_der, 0.5, verify=not self_signed)
