@@ -7,7 +7,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 from cryptography import x509
@@ -270,16 +270,25 @@ def test_revert_restores_the_original_and_forgets_the_host(
         deployment(legacy).revert()
 
 
-def test_revert_refuses_to_lose_an_admins_later_edit(legacy: FakePBX,
-                                                     pair: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("meddle, refusal", [
+    (lambda root: (root / HOSTS_CUSTOM.lstrip("/")).write_text(
+        (root / HOSTS_CUSTOM.lstrip("/")).read_text() + "192.0.2.20\tprinter\n"),
+     f"{HOSTS_CUSTOM.lstrip('/')}: changed since certbot-wazo wrote it"),
+    (lambda root: (root / STATE / "written.json").write_text("{"),
+     f"{STATE}/written.json: revert cannot tell the admin's later edits"),
+], ids=["admin-edit", "damaged-record-of-what-was-written"])
+def test_revert_refuses_rather_than_lose_an_admins_edit(
+        legacy: FakePBX, pair: tuple[Path, Path], meddle: Callable[[Path], object],
+        refusal: str) -> None:
+    """A file the admin changed since certbot-wazo wrote it, or no way to tell (written.json
+    damaged): revert changes nothing and says why."""
     deployment(legacy).run(*pair)
-    template = legacy.root / HOSTS_CUSTOM.lstrip("/")
-    template.write_text(template.read_text() + "192.0.2.20\tprinter\n")
-    edited = tree_state(legacy.root)
+    meddle(legacy.root)
+    before = tree_state(legacy.root)
     with pytest.raises(HostError) as err:
         deployment(legacy).revert()
-    assert str(err.value).startswith(f"{template}: changed since certbot-wazo wrote it")
-    assert tree_state(legacy.root) == edited
+    assert str(err.value).startswith(f"{legacy.root}/{refusal}")
+    assert tree_state(legacy.root) == before
 
 
 def test_restoring_the_previous_state_is_a_transaction_of_its_own(
@@ -642,18 +651,6 @@ def test_activate_without_a_pending_plan_says_so_without_waiting_for_the_lock(
     with pytest.raises(WazoError, match="no deployment is pending"):
         deployment(legacy).activate()
     holder.activate()
-
-
-def test_revert_with_a_damaged_record_of_what_was_written_refuses(
-        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
-    deployment(legacy).run(*pair)
-    written = legacy.root / STATE / "written.json"
-    written.write_text("{")
-    before = tree_state(legacy.root)
-    with pytest.raises(HostError) as err:
-        deployment(legacy).revert()
-    assert str(err.value).startswith(f"{written}: revert cannot tell the admin's later edits")
-    assert tree_state(legacy.root) == before
 
 
 def test_a_damaged_record_of_what_was_written_does_not_stop_a_deployment(

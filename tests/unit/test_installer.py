@@ -168,28 +168,20 @@ def test_restart_with_nothing_installed_refreshes(
     assert deployment.calls == [("refresh",)]
 
 
-def test_a_failed_activation_is_rolled_back_once(
-        faked: tuple[WazoInstaller, FakeDeployment]) -> None:
-    """The activation rolled back itself: certbot's rollback after it restores nothing more."""
+@pytest.mark.parametrize("failure, reported", [
+    (RolledBackError("/f: nginx still serves the previous certificate (restored)"),
+     errors.MisconfigurationError),
+    (OSError(5, "Input/output error"), errors.PluginError),
+], ids=["rolled-back", "system-error"])
+def test_a_failed_activation_is_not_rolled_back_again(
+        faked: tuple[WazoInstaller, FakeDeployment], failure: BaseException,
+        reported: type[Exception]) -> None:
+    """The activation rolled back itself, or left its undo log for the next run: certbot's
+    rollback after it must not restore the state before the previous one on top of it."""
     wazo, deployment = faked
     wazo.deploy_cert("wazo.example.test", "/c", "/k", fullchain_path="/f")
-    deployment.fail["activate"] = RolledBackError("/f: nginx still serves the previous "
-                                                  "certificate (restored)")
-    with pytest.raises(errors.MisconfigurationError, match="^/f: nginx still serves"):
-        wazo.restart()
-    deployment.plan = None
-    wazo.rollback_checkpoints()
-    assert [c[0] for c in deployment.calls] == ["install", "activate"]
-
-
-def test_an_activation_that_fails_with_a_system_error_is_not_rolled_back_twice(
-        faked: tuple[WazoInstaller, FakeDeployment]) -> None:
-    """The deployment left its undo log for the next run: certbot's rollback must not restore
-    the state before the previous one on top of it."""
-    wazo, deployment = faked
-    wazo.deploy_cert("wazo.example.test", "/c", "/k", fullchain_path="/f")
-    deployment.fail["activate"] = OSError(5, "Input/output error")
-    with pytest.raises(errors.PluginError):
+    deployment.fail["activate"] = failure
+    with pytest.raises(reported):
         wazo.restart()
     deployment.plan = None
     wazo.rollback_checkpoints()
