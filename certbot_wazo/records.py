@@ -171,7 +171,7 @@ def dump_manifest(entries: list[Entry], meta: dict[str, Any]) -> bytes:
     items = [{"path": e.path, "blob": e.blob, "kind": e.state.kind, "mode": e.state.mode,
               "uid": e.state.uid, "gid": e.state.gid, "target": e.state.target}
              for e in entries]
-    return json.dumps({"version": VERSION, "entries": items, "meta": meta}, indent=1).encode()
+    return _encode({"version": VERSION, "entries": items, "meta": meta})
 
 
 def load_manifest(path: Path, blob: Callable[[str], bytes]) -> tuple[list[Entry], dict[str, Any]]:
@@ -201,10 +201,9 @@ def load_manifest(path: Path, blob: Callable[[str], bytes]) -> tuple[list[Entry]
     return _read(data, path, "saved state", build, remove=path.parent)
 
 
-def dump(record: Transaction | Original | Failure | dict[str, str]) -> bytes:
+def dump(record: Transaction | Original | Failure) -> bytes:
     """A record as stored on disk."""
-    data = record if isinstance(record, dict) else record.to_json()
-    return json.dumps(data, indent=1).encode()
+    return _encode(record.to_json())
 
 
 def load(path: Path) -> object:
@@ -223,7 +222,7 @@ def load(path: Path) -> object:
 
 def dump_written(digests: dict[str, str]) -> bytes:
     """written.json: path -> digest of what certbot-wazo last wrote there."""
-    return records_json({"version": VERSION, "digests": digests})
+    return _encode({"version": VERSION, "digests": digests})
 
 
 def written_digests(data: object, where: Path) -> dict[str, str]:
@@ -237,8 +236,8 @@ def written_digests(data: object, where: Path) -> dict[str, str]:
     return _read(data, where, "record of what it wrote", build)
 
 
-def records_json(data: dict[str, Any]) -> bytes:
-    """A record's bytes on disk."""
+def _encode(data: dict[str, Any]) -> bytes:
+    """A record's bytes on disk (indented: an admin may have to read it)."""
     return json.dumps(data, indent=1).encode()
 
 
