@@ -11,6 +11,8 @@ from certbot_wazo.host import HOSTS_BASE, HOSTS_CUSTOM, Host
 
 PLACEHOLDER = re.compile(r"#(XIVO_[A-Z0-9_]+)#")
 MARK = "# certbot-wazo"
+# The one line certbot-wazo adds: an admin's line that merely mentions the mark is theirs.
+OUR_LINE = re.compile(r"^127\.0\.0\.1\t(?P<name>\S+)\t" + re.escape(MARK) + "$")
 
 
 def render(text: str, variables: dict[str, str]) -> str:
@@ -39,7 +41,7 @@ def desired_template(host: Host, hostname: str) -> FileState:
                             "apt-get install --reinstall xivo-config)") from None
     # The mapping certbot-wazo added for a previous name goes: only the current name is ours.
     lines = [re.sub(r"^127\.0\.1\.1(?=\s)", "127.0.0.1", line) for line in source.split("\n")
-             if not (MARK in line and hostname not in line.split())]
+             if not ((m := OUR_LINE.match(line)) and m.group("name") != hostname)]
     if lines and lines[-1] == "":
         lines.pop()
     variables = host.common_conf()
@@ -72,7 +74,7 @@ def leftover_template(host: Host) -> Optional[FileState]:
     except OSError:
         return None
     text = current.data.decode("utf-8", errors="replace")
-    mine = [line for line in text.split("\n") if line and MARK not in line]
+    mine = [line for line in text.split("\n") if line and not OUR_LINE.match(line)]
     procedure = [re.sub(r"^127\.0\.1\.1(?=\s)", "127.0.0.1", line) for line in base.split("\n")]
     if mine in ([line for line in procedure if line], [line for line in base.split("\n") if line]):
         return FileState.absent()

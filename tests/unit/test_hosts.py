@@ -135,3 +135,15 @@ def test_the_marked_line_is_the_procedures(legacy_root: Path) -> None:
     apply_state(host.path(HOSTS_CUSTOM), hosts.desired_template(host, "pbx.example.org"))
     assert hosts.MARK in host.path(HOSTS_CUSTOM).read_text()
     assert hosts.leftover_template(host) == FileState.absent()
+
+
+def test_an_admins_line_that_mentions_the_mark_is_theirs(legacy_root: Path) -> None:
+    """Only certbot-wazo's own line (127.0.0.1, one name, the mark) is replaced; an admin's
+    line carrying the same comment is kept, byte for byte (hypothesis found this one)."""
+    host = Host(legacy_root)
+    custom = host.path(HOSTS_CUSTOM)
+    custom.parent.mkdir(parents=True, exist_ok=True)
+    admin = f"0.0.0.0\tblocked.example.test\t{hosts.MARK}"
+    custom.write_text(f"127.0.0.1\tlocalhost\n{admin}\n127.0.0.1\told.example.test\t{hosts.MARK}\n")
+    text = hosts.desired_template(host, "wazo.example.test").data.decode()
+    assert admin in text.split("\n") and "old.example.test" not in text
