@@ -45,6 +45,7 @@ from typing import Callable, ContextManager, Iterator, Optional
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certbot_wazo import desired, failpoints, services, tls
+from certbot_wazo.access import Access, LocalAccess
 from certbot_wazo.errors import (
     CommandError,
     HostError,
@@ -54,7 +55,7 @@ from certbot_wazo.errors import (
     SignalledError,
     WazoError,
 )
-from certbot_wazo.files import FILE, FileState, apply_state, read_state
+from certbot_wazo.files import FILE, FileState, read_state
 from certbot_wazo.host import HOSTS_CUSTOM, HOSTS_FILE, LEGACY, STATE_DIR, Host
 from certbot_wazo.journal import Journal, Snapshot, digest
 from certbot_wazo.pair import Pair, load_chain
@@ -84,6 +85,10 @@ class Settings:
     option_prefix: str = "--"
     # The admin confirmed a --profile that differs from what the host's configuration shows.
     force_profile: bool = False
+    # Deploy over SSH to this destination ([USER@]HOST, as ssh takes it); root is then a path
+    # on that host. ssh_config: a client configuration file for ssh -F.
+    ssh: Optional[str] = None
+    ssh_config: Optional[Path] = None
 
 
 @dataclasses.dataclass
@@ -135,11 +140,17 @@ class Plan:
 class Deployment:
     """One deployment onto one host; the plugin, the command line and the hooks all use it."""
 
-    def __init__(self, settings: Settings, notify: Notify = logger.info) -> None:
+    def __init__(self, settings: Settings, notify: Notify = logger.info,
+                 access: Optional[Access] = None) -> None:
+        """:raises WazoError: the host cannot be reached (remote)"""
         self.settings = settings
-        self.host = Host(settings.root)
-        self.notify = notify
-        self.journal = Journal(self.host.path(STATE_DIR), self.host.path)
+        if access is None and settings.ssh:
+            from certbot_wazo import remote  # only remote runs need it
+            access = remote.SshAccess.open(settings)
+        self.access: Access = access or LocalAccess()
+        self.host = Host(self.access.local_root(settings.root), self.access)
+        self.notify: Notify = lambda message: notify(self.access.describe(message))
+        self.journal = Journal(self.host.path(STATE_DIR), self.host.path, self.access)
         # Installed and probed, waiting for activate() or abort(); it holds the lock meanwhile.
         self.plan: Optional[Plan] = None
         self._lock: Optional[ContextManager[None]] = None
@@ -164,12 +175,20 @@ class Deployment:
                                      self.notify)
             lock.__enter__()
             self._lock = lock
+            if self.access.refresh():  # another run may have changed the host meanwhile
+                self.host = Host(self.host.root, self.access)
         self._depth += 1
         try:
             yield
         finally:
             self._depth -= 1
             self.release()
+
+    def close(self) -> None:
+        """Let go of the lock (unless a plan is pending) and of the host's connection."""
+        self.release()
+        if self._lock is None:
+            self.access.close()
 
     def release(self) -> None:
         """Let other deployments run, unless an entry point is running or a plan is pending."""
@@ -299,7 +318,7 @@ class Deployment:
         plan = Plan.recorded(record, str(pair.cert_path))
         self.notify(f"{self.journal.transaction.path}: a deployment of this certificate was "
                     f"interrupted while {record.phase.value}; finishing it")
-        if record.phase == Phase.RESTARTING and tls.describe_failures(tls.probe_until(
+        if record.phase == Phase.RESTARTING and tls.describe_failures(self._probe(
                 plan.endpoints, plan.hostname, plan.expect_der, 1.0, plan.verify)) is None:
             self.journal.commit()
             self._forget_failure()
@@ -427,13 +446,13 @@ class Deployment:
                             "(check --wazo-root)")
         endpoints = self.endpoints()
         name = self.settings.hostname or "localhost"
-        if tls.describe_failures(tls.probe_until(endpoints, name, der, 1.0, verify=False)) is None:
+        if tls.describe_failures(self._probe(endpoints, name, der, 1.0, verify=False)) is None:
             self.notify("Every endpoint serves the installed certificate; nothing to restart")
             return False
         failure = self._restart(services.restart_commands(
             self.host, self.host.generation(self.settings.profile)))
         if failure is None:
-            failure = tls.describe_failures(tls.probe_until(
+            failure = tls.describe_failures(self._probe(
                 endpoints, name, der, self.settings.probe_timeout, verify=False))
         if failure is not None:
             raise ProbeError(f"after restarting the services: {failure} (check the services' "
@@ -501,7 +520,7 @@ class Deployment:
         self.journal.previous.remove()
         self.journal.clear_failure()
         if self.journal.written_path.exists():
-            apply_state(self.journal.written_path, FileState.absent())
+            self.access.apply_state(self.journal.written_path, FileState.absent())
 
     def _refuse_lost_edits(self, entries: list[tuple[str, FileState]]) -> None:
         """revert puts back what was there before the first deployment: a file an admin changed
@@ -614,6 +633,12 @@ class Deployment:
                             f"{self.settings.option_prefix}probe ADDR:PORT)")
         return endpoints
 
+    def _probe(self, endpoints: list[Endpoint], name: str, expect: bytes, timeout: float,
+               verify: bool = True) -> list[tls.ProbeResult]:
+        """tls.probe_until, reaching the endpoints as the host itself does."""
+        return tls.probe_until(endpoints, name, expect, timeout, verify,
+                               connect=self.access.connect)
+
     def _drop_unused_undo_log(self) -> None:
         """The undo log of a transaction stopped before its first change: nothing to undo."""
         if self.journal.transaction.exists():
@@ -625,7 +650,7 @@ class Deployment:
 
     def _apply(self, plan: Plan) -> None:
         for index, (path, state) in enumerate(plan.changes):
-            apply_state(self.host.path(path), state)
+            self.access.apply_state(self.host.path(path), state)
             failpoints.hit(f"after-write-{index}")
         if plan.update_config:
             services.update_config(self.host, self.settings.command_timeout)
@@ -667,7 +692,7 @@ class Deployment:
                 timeout = self.settings.probe_timeout if last else \
                     min(self.settings.probe_timeout, GENTLE_PROBE_TIMEOUT)
                 failure = tls.describe_failures(
-                    tls.probe_until(endpoints, name, expect, timeout, verify))
+                    self._probe(endpoints, name, expect, timeout, verify))
                 failpoints.hit("after-probe")
             if failure is None:
                 return None, False
@@ -699,7 +724,7 @@ class Deployment:
             except CommandError as exc:  # the template is back; /etc/hosts follows next run
                 self.notify(f"While restoring the previous hosts template: {exc}")
         if restarted and previous and tls.describe_failures(
-                tls.probe_until(endpoints, name, previous, 1.0, verify=False)) is None:
+                self._probe(endpoints, name, previous, 1.0, verify=False)) is None:
             restarted = False  # every endpoint still serves the previous pair: no restart
         if restarted:
             failure, command_failed = self._restart_and_probe(

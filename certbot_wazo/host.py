@@ -12,6 +12,7 @@ from typing import Iterator, Optional
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certbot_wazo import nginxconf, releases, wazoconfig
+from certbot_wazo.access import Access, LocalAccess
 from certbot_wazo.errors import HostError
 from certbot_wazo.pair import dns_names, load_chain, valid_dns_name
 from certbot_wazo.tls import Endpoint
@@ -43,8 +44,11 @@ logger = logging.getLogger(__name__)
 class Host:
     """A Wazo host whose every path and command is taken under root."""
 
-    def __init__(self, root: Path | str = "/") -> None:
+    def __init__(self, root: Path | str = "/", access: Optional[Access] = None) -> None:
         self.root = Path(os.path.realpath(root))
+        # How its files are changed and its commands run (remote.SshAccess: over SSH, root
+        # being a mirror of the remote host's files).
+        self.access: Access = access or LocalAccess()
         # Read once per Host: a deployment reads them for the generation, the endpoints and the
         # gentle path; what it writes (010 links) changes no listener.
         self._configs: Optional[dict[str, dict[str, object]]] = None

@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import hashlib
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 from certbot_wazo import records
-from certbot_wazo.errors import HostError, LockBusyError
-from certbot_wazo.files import FILE, FileState, apply_state, ensure_private_dir, read_state
+from certbot_wazo.access import Access, LocalAccess
+from certbot_wazo.files import FILE, FileState, read_state
 from certbot_wazo.records import Failure, Original, Phase, RecordError, Transaction
 
 logger = logging.getLogger(__name__)
@@ -31,8 +28,9 @@ Entries = list[tuple[str, FileState]]
 class Snapshot:
     """A directory (root-only, 0700) holding FileStates of Wazo paths plus a JSON manifest."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, access: Optional[Access] = None) -> None:
         self.path = path
+        self.access: Access = access or LocalAccess()
 
     def exists(self) -> bool:
         """Whether the snapshot was completely written."""
@@ -43,7 +41,7 @@ class Snapshot:
         """A crash between the two renames of write() left only the old copy aside: use it."""
         aside = self._aside()
         if not os.path.lexists(self.path) and (aside / MANIFEST).is_file():
-            os.rename(aside, self.path)
+            self.access.rename(aside, self.path)
 
     def read(self) -> tuple[Entries, dict[str, Any]]:
         """The saved entries (in saving order) and the record kept with them.
@@ -62,26 +60,27 @@ class Snapshot:
 
         :raises HostError: the state directory cannot be written (disk full, I/O error)
         """
-        parent = ensure_private_dir(self.path.parent)
+        access = self.access
+        parent = access.private_dir(self.path.parent)
         staging = parent / f".{self.path.name}.new"
-        shutil.rmtree(staging, ignore_errors=True)
-        ensure_private_dir(staging)
+        access.remove_tree(staging)
+        access.private_dir(staging)
         items = []
         for index, (path, state) in enumerate(entries):
             blob = f"{index}.blob"
             if state.kind == FILE:
-                apply_state(staging / blob, FileState.file(state.data, 0o600))
+                access.apply_state(staging / blob, FileState.file(state.data, 0o600))
             items.append(records.Entry(path, blob, state))
-        apply_state(staging / MANIFEST, FileState.file(records.dump_manifest(items, meta), 0o600))
+        access.apply_state(staging / MANIFEST,
+                           FileState.file(records.dump_manifest(items, meta), 0o600))
         # Old one aside, new one in, old one gone: at every instant one complete copy exists
         # (read() falls back to the copy aside).
         aside = self._aside()
-        shutil.rmtree(aside, ignore_errors=True)
+        access.remove_tree(aside)
         if os.path.lexists(self.path):
-            os.rename(self.path, aside)
-        os.rename(staging, self.path)
-        _fsync_dir(parent)
-        shutil.rmtree(aside, ignore_errors=True)
+            access.rename(self.path, aside)
+        access.rename(staging, self.path)
+        access.remove_tree(aside)
 
     def _aside(self) -> Path:
         return self.path.parent / f".{self.path.name}.old"
@@ -89,36 +88,29 @@ class Snapshot:
     def update_meta(self, **changes: Any) -> None:
         """Change the record in place (atomic rewrite of the manifest; the blobs stay)."""
         entries, meta = records.load_manifest(self.path / MANIFEST, lambda blob: b"")
-        apply_state(self.path / MANIFEST, FileState.file(
+        self.access.apply_state(self.path / MANIFEST, FileState.file(
             records.dump_manifest(entries, dict(meta, **changes)), 0o600))
 
     def remove(self) -> None:
         """Delete the snapshot (first renamed away, so a half-deleted one is never read)."""
         if os.path.lexists(self.path):
             trash = self.path.parent / f".{self.path.name}.trash"
-            shutil.rmtree(trash, ignore_errors=True)
-            os.rename(self.path, trash)
-            _fsync_dir(self.path.parent)
-            shutil.rmtree(trash, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            self.access.remove_tree(trash)
+            self.access.rename(self.path, trash)
+            self.access.remove_tree(trash)
 
 
 class Journal:
     """certbot-wazo's state under ROOT/var/lib/certbot-wazo: transaction, previous, original, lock."""
 
-    def __init__(self, state_dir: Path, resolve: Callable[[str], Path]) -> None:
+    def __init__(self, state_dir: Path, resolve: Callable[[str], Path],
+                 access: Optional[Access] = None) -> None:
         self.state_dir = state_dir
         self.resolve = resolve
-        self.transaction = Snapshot(state_dir / TRANSACTION)
-        self.previous = Snapshot(state_dir / PREVIOUS)
-        self.original = Snapshot(state_dir / ORIGINAL)
+        self.access: Access = access or LocalAccess()
+        self.transaction = Snapshot(state_dir / TRANSACTION, self.access)
+        self.previous = Snapshot(state_dir / PREVIOUS, self.access)
+        self.original = Snapshot(state_dir / ORIGINAL, self.access)
 
     def capture(self, paths: list[str]) -> Entries:
         """The current state of each Wazo path."""
@@ -190,7 +182,7 @@ class Journal:
         for path, state in reversed(entries):
             target = self.resolve(path)
             if read_state(target) != state:
-                apply_state(target, state)
+                self.access.apply_state(target, state)
         return [p for p, _ in entries]
 
     def commit(self) -> None:
@@ -203,11 +195,10 @@ class Journal:
                     known = self.written()
                 except RecordError:
                     known = {}  # damaged: what this deployment wrote is what is known now
-                apply_state(self.written_path, FileState.file(
+                self.access.apply_state(self.written_path, FileState.file(
                     records.dump_written(dict(known, **record.written)), 0o600))
             self.previous.remove()
-            os.rename(self.transaction.path, self.previous.path)
-            _fsync_dir(self.state_dir)
+            self.access.rename(self.transaction.path, self.previous.path)
             logger.debug(  # pragma: no mutate block
                 "%s: committed, kept as %s", self.transaction.path, self.previous.path)
 
@@ -250,65 +241,21 @@ class Journal:
 
     def record_failure(self, record: Failure) -> None:
         """Remember a failed deployment so that `certbot-wazo retry` deploys it later."""
-        ensure_private_dir(self.state_dir)
-        apply_state(self.failure_path, FileState.file(records.dump(record), 0o600))
+        self.access.private_dir(self.state_dir)
+        self.access.apply_state(self.failure_path, FileState.file(records.dump(record), 0o600))
 
     def clear_failure(self) -> None:
         """Forget the failed deployment (it was deployed since)."""
-        apply_state(self.failure_path, FileState.absent())
+        self.access.apply_state(self.failure_path, FileState.absent())
 
-    @contextlib.contextmanager
-    def lock(self, timeout: float, notify: Callable[[str], None]) -> Iterator[None]:
+    def lock(self, timeout: float,
+             notify: Callable[[str], None]) -> contextlib.AbstractContextManager[None]:
         """Hold the host's deployment lock; wait up to timeout seconds for another holder.
 
         :raises LockBusyError: still held by another process after timeout
         """
-        ensure_private_dir(self.state_dir)
-        path = self.state_dir / "lock"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            what = "is a symlink: remove it" if exc.errno == errno.ELOOP else "fix the file system"
-            raise HostError(f"{path}: the lock file cannot be opened ({exc.strerror}; "
-                            f"{what})") from None
-        try:
-            if not _try_lock(fd):
-                holder = _holder(path)
-                notify(f"{path}: another certbot-wazo deployment is running{holder}; "
-                       f"waiting up to {timeout:g} s")
-                deadline = time.monotonic() + timeout
-                while not _try_lock(fd):
-                    if time.monotonic() >= deadline:
-                        raise LockBusyError(f"{path}: another certbot-wazo deployment is still "
-                                       f"running{holder} (wait for it to finish, then run "
-                                       "again)")
-                    time.sleep(0.2)
-            try:  # the pid only informs whoever waits: the flock is the lock
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-            except OSError as exc:
-                notify(f"{path}: could not record this process's pid ({exc.strerror})")
-            yield
-        finally:
-            os.close(fd)
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-
-
-def _holder(path: Path) -> str:
-    try:
-        pid: Optional[str] = path.read_text().strip()
-    except OSError:
-        pid = None
-    return f" (pid {pid})" if pid else ""
+        self.access.private_dir(self.state_dir)
+        return self.access.lock(self.state_dir / "lock", timeout, notify)
 
 
 def digest(state: FileState) -> str:

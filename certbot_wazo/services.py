@@ -2,100 +2,28 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import select
-import signal
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from certbot_wazo.errors import CommandError, HostError, SignalledError
+from certbot_wazo.access import run
+from certbot_wazo.errors import CommandError, HostError
 from certbot_wazo.host import LEGACY, Host
 from certbot_wazo.tls import Endpoint
 
 # A systemd unit name as Wazo's daemons have them (validated before it reaches systemctl).
 UNIT = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,99}$")
-# What is kept of a command's output (for the error line and logs).
-MAX_OUTPUT = 1024 * 1024
+__all__ = [
+    "gentle_commands",
+    "require",
+    "restart_commands",
+    "run",
+    "run_restart",
+    "update_config",
+    "update_config_command",
+]
 
 logger = logging.getLogger(__name__)
-
-
-def run(argv: Sequence[str], timeout: float) -> str:
-    """Run a command (no shell) in its own session, its output in a file: it never depends on
-    certbot-wazo staying alive (no pipe to break, no signal of our terminal). When certbot-wazo
-    is interrupted meanwhile, the command is left to finish what it started (a restart stopped
-    halfway leaves the services down), then the interruption goes on. On timeout, the whole
-    session is killed.
-
-    :returns: what it printed (standard output and error)
-    :raises CommandError: it failed, could not start or timed out
-    """
-    with tempfile.TemporaryFile() as output:
-        try:
-            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=output,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as exc:
-            logger.debug("could not run %s: %s", " ".join(argv), exc)
-            raise CommandError(f"{argv[0]}: cannot be run ({exc.strerror}; reinstall it)") \
-                from None
-        try:
-            try:
-                _wait(proc, argv, timeout)
-            except SignalledError:
-                _wait(proc, argv, timeout)
-                raise
-        except (CommandError, SignalledError) as exc:
-            output.seek(0)
-            text = output.read(MAX_OUTPUT).decode(errors="replace")
-            logger.debug("ran %s: %s; output:%s", " ".join(argv), exc,
-                         "\n" + text.rstrip("\n") if text.strip() else " none")
-            raise
-        output.seek(0)
-        text = output.read(MAX_OUTPUT).decode(errors="replace")
-    logger.debug("ran %s: exit status %s; output:%s", " ".join(argv), proc.returncode,
-                 "\n" + text.rstrip("\n") if text.strip() else " none")
-    if proc.returncode != 0:
-        lines = text.strip().splitlines()
-        reason = lines[-1] if lines else "no message"
-        raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' exited with status "
-                           f"{proc.returncode}: {reason} (run it by hand to see why, fix that, "
-                           "then run again)")
-    return text
-
-
-def _wait(proc: subprocess.Popen[bytes], argv: Sequence[str], timeout: float) -> None:
-    """Wait for the command's end, at once (a pidfd where the kernel has them: Popen.wait with
-    a timeout polls, up to 50 ms late per command)."""
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        pidfd = -1
-    try:
-        if pidfd >= 0:
-            try:
-                ready, _, _ = select.select([pidfd], [], [], timeout)
-            finally:
-                os.close(pidfd)
-            if not ready:
-                raise subprocess.TimeoutExpired(list(argv), timeout)
-            proc.wait()
-        else:
-            proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        _kill_session(proc)
-        raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' did not finish within "
-                           f"{timeout:g} s and was stopped (check the services' logs)") from None
-
-
-def _kill_session(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
 
 
 def require(host: Host, *names: str) -> Path:
@@ -129,10 +57,8 @@ def run_restart(host: Host, argv: Sequence[str], timeout: float) -> None:
     :raises CommandError: the command failed or timed out
     """
     if list(argv[1:]) == ["-rx", "module reload http"]:
-        http_conf = host.path("/etc/asterisk/http.conf")
-        if http_conf.is_file() and not http_conf.is_symlink():
-            os.utime(http_conf)
-    run(argv, timeout)
+        host.access.touch(host.path("/etc/asterisk/http.conf"))
+    host.access.run(argv, timeout)
 
 
 def update_config(host: Host, timeout: float) -> None:
@@ -144,7 +70,7 @@ def update_config(host: Host, timeout: float) -> None:
     :raises CommandError: it failed, or reported a template it could not render
     """
     argv = update_config_command(host)
-    output = run(argv, timeout)
+    output = host.access.run(argv, timeout)
     for line in output.splitlines():
         if line.startswith("ERROR"):
             raise CommandError(f"{argv[0]}: {line.strip()} (fix the template it names)")

@@ -250,7 +250,8 @@ def _check_endpoints(deployment: Deployment, pair: Pair, report: Report) -> None
         return
     name = report.hostname or "localhost"
     self_signed = pair.leaf.issuer == pair.leaf.subject
-    results = tls.probe_until(endpoints, name, pair.leaf_der, 0.5, verify=not self_signed)
+    results = tls.probe_until(endpoints, name, pair.leaf_der, 0.5, verify=not self_signed,
+                              connect=deployment.access.connect)
     for result in results:
         report.endpoints.append({"endpoint": str(result.endpoint), "ok": result.ok,
                                  "detail": result.detail, "sha256": result.fingerprint})

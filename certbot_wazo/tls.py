@@ -12,11 +12,21 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from certbot_wazo.errors import ProbeError
 
 logger = logging.getLogger(__name__)
+
+
+# How a probe reaches an endpoint: (address, port, timeout) -> a connected stream (the host's
+# Access; socket.create_connection on this machine).
+Connect = Callable[[str, int, float], socket.socket]
+
+
+def direct(address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection from this machine."""
+    return socket.create_connection((address, port), timeout=timeout)
 
 
 class HandshakeError(Exception):
@@ -110,34 +120,36 @@ def verify_pair(cert_path: Path, key_path: Path, hostname: str) -> None:
     raise HandshakeError("the handshake did not complete")
 
 
-def _served_leaf(endpoint: Endpoint, hostname: str, timeout: float) -> bytes:
+def _served_leaf(endpoint: Endpoint, hostname: str, timeout: float,
+                 connect: Connect = direct) -> bytes:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection((endpoint.address, endpoint.port), timeout=timeout) as sock:
+    with connect(endpoint.address, endpoint.port, timeout) as sock:
         with ctx.wrap_socket(sock, server_hostname=hostname) as tls:
             return tls.getpeercert(binary_form=True) or b""
 
 
 def probe(endpoint: Endpoint, hostname: str, expect_der: bytes, timeout: float = 5.0,
-          verify: bool = True) -> ProbeResult:
+          verify: bool = True, connect: Connect = direct) -> ProbeResult:
     """One handshake: does the endpoint serve expect_der, verified for hostname by the system
-    trust store (unless verify is False, e.g. for Wazo's self-signed pair)?"""
+    trust store (unless verify is False, e.g. for Wazo's self-signed pair)? connect reaches
+    the endpoint as the host itself does."""
     expected = hashlib.sha256(expect_der).hexdigest()
     try:
         if not verify:
-            served = _served_leaf(endpoint, hostname, timeout)
+            served = _served_leaf(endpoint, hostname, timeout, connect)
             fingerprint = hashlib.sha256(served).hexdigest()
             if fingerprint == expected:
                 return ProbeResult(endpoint, True, "serves the expected certificate", fingerprint)
             return ProbeResult(endpoint, False, "serves another certificate "
                                f"(sha256 {fingerprint[:16]}…)", fingerprint)
-        with socket.create_connection((endpoint.address, endpoint.port), timeout=timeout) as sock:
+        with connect(endpoint.address, endpoint.port, timeout) as sock:
             with client_context().wrap_socket(sock, server_hostname=hostname) as tls:
                 served = tls.getpeercert(binary_form=True) or b""
     except ssl.SSLCertVerificationError as exc:
         try:
-            served = _served_leaf(endpoint, hostname, timeout)
+            served = _served_leaf(endpoint, hostname, timeout, connect)
         except (OSError, ssl.SSLError):
             served = b""
         fingerprint = hashlib.sha256(served).hexdigest()
@@ -156,7 +168,8 @@ def probe(endpoint: Endpoint, hostname: str, expect_der: bytes, timeout: float =
 
 
 def probe_until(endpoints: Sequence[Endpoint], hostname: str, expect_der: bytes,
-                timeout: float, verify: bool = True, interval: float = 0.05) -> list[ProbeResult]:
+                timeout: float, verify: bool = True, interval: float = 0.05,
+                connect: Connect = direct) -> list[ProbeResult]:
     """Probe every endpoint concurrently, each retried until it passes or timeout seconds pass.
 
     The total time is about that of the slowest endpoint, not the sum.
@@ -167,7 +180,8 @@ def probe_until(endpoints: Sequence[Endpoint], hostname: str, expect_der: bytes,
     def until_ok(endpoint: Endpoint) -> ProbeResult:
         while True:
             remaining = deadline - time.monotonic()
-            result = probe(endpoint, hostname, expect_der, max(0.5, min(2.0, remaining)), verify)
+            result = probe(endpoint, hostname, expect_der, max(0.5, min(2.0, remaining)), verify,
+                           connect)
             if result.ok or stop.is_set() or time.monotonic() + interval >= deadline:
                 return result
             stop.wait(interval)

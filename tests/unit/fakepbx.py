@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certbot_wazo import failpoints, hosts, services, tls
+from certbot_wazo import access, failpoints, hosts, services, tls
 from certbot_wazo.errors import CommandError
 from certbot_wazo.host import HOSTS_BASE, HOSTS_CUSTOM, Host
 from certbot_wazo.tls import Endpoint, ProbeResult
@@ -83,8 +83,8 @@ class FakePBX:
         return ""
 
     def probe_until(self, endpoints: Sequence[Endpoint], hostname: str, expect_der: bytes,
-                    timeout: float, verify: bool = True,
-                    interval: float = 0.05) -> list[ProbeResult]:
+                    timeout: float, verify: bool = True, interval: float = 0.05,
+                    connect: object = None) -> list[ProbeResult]:
         # What the real probe needs of its arguments (tls.probe_until), checked as strictly.
         if not isinstance(hostname, str) or not hostname:
             raise TypeError(f"probe_until: hostname {hostname!r}")
@@ -132,7 +132,7 @@ def _verifies(der: bytes, hostname: str) -> bool:
 def install(monkeypatch: pytest.MonkeyPatch, root: Path) -> FakePBX:
     """A FakePBX on root, wired into certbot_wazo's services, tls and failpoints seams."""
     pbx = FakePBX(root)
-    monkeypatch.setattr(services, "run", pbx.run)
+    monkeypatch.setattr(access, "run", pbx.run)  # what LocalAccess.run runs
     monkeypatch.setattr(tls, "probe_until", pbx.probe_until)
     monkeypatch.setattr(failpoints, "hit", pbx.hit)
     monkeypatch.delenv(failpoints.ENV, raising=False)

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from certbot_wazo import services
+from certbot_wazo import access, services
 from certbot_wazo.errors import CommandError, HostError, SignalledError
 from certbot_wazo.host import LEGACY, MODERN, Host
 from certbot_wazo.tls import Endpoint
@@ -98,7 +98,7 @@ def _alive(pid: int) -> bool:
 
 def test_only_the_first_mebibyte_of_output_is_kept(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(services, "MAX_OUTPUT", 10)
+    monkeypatch.setattr(access, "MAX_OUTPUT", 10)
     script = install(tmp_path, "chatty", "echo 0123456789abcdef")
     assert services.run([str(script)], timeout=5) == "0123456789"
 

@@ -293,7 +293,7 @@ def test_an_interrupted_probe_until_stops_every_worker(monkeypatch: pytest.Monke
     calls: list[str] = []
 
     def probe(endpoint: Endpoint, hostname: str, expect_der: bytes, timeout: float,
-              verify: bool) -> ProbeResult:
+              verify: bool, connect: object = None) -> ProbeResult:
         calls.append(endpoint.unit)
         if endpoint.unit == "interrupted":
             time.sleep(0.05)

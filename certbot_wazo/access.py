@@ -1,0 +1,290 @@
+"""How certbot-wazo changes a host: file writes, its lock, its commands and TLS connections.
+
+Every change the transaction makes goes through an Access; reads stay plain file reads under
+the host's root. LocalAccess works on this machine; remote.SshAccess works on a host reached
+over OpenSSH, reading a mirror of the host's files and writing through to the host.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Protocol, Sequence
+
+from certbot_wazo import files
+from certbot_wazo.errors import CommandError, HostError, LockBusyError, SignalledError
+from certbot_wazo.files import FileState
+
+# What is kept of a command's output (for the error line and logs).
+MAX_OUTPUT = 1024 * 1024
+
+logger = logging.getLogger(__name__)
+
+Notify = Callable[[str], None]
+
+
+class Access(Protocol):
+    """The verbs the transaction uses to change a host (paths are under the host's root)."""
+
+    def local_root(self, root: Path) -> Path:
+        """Where this machine reads the files of the host's root."""
+
+    def describe(self, text: str) -> str:
+        """text with local paths of the host's files named as the admin knows them."""
+
+    def apply_state(self, path: Path, state: FileState) -> None:
+        """files.apply_state on the host.
+
+        :raises HostError: as files.apply_state
+        """
+
+    def rename(self, source: Path, target: Path) -> None:
+        """Rename (atomically, replacing target), then make the directory durable."""
+
+    def remove_tree(self, path: Path) -> None:
+        """Remove a directory of certbot-wazo's own state, whatever it holds."""
+
+    def private_dir(self, path: Path) -> Path:
+        """files.ensure_private_dir on the host.
+
+        :raises HostError: as files.ensure_private_dir
+        """
+
+    def lock(self, path: Path, timeout: float, notify: Notify) -> contextlib.AbstractContextManager[None]:
+        """Hold the host's deployment lock at path; wait up to timeout seconds for a holder.
+
+        :raises LockBusyError: still held after timeout
+        """
+
+    def run(self, argv: Sequence[str], timeout: float) -> str:
+        """Run a command of the host (no shell) that survives certbot-wazo's interruption.
+
+        :raises CommandError: it failed, could not start or timed out
+        """
+
+    def touch(self, path: Path) -> None:
+        """Set a file's modification time to now (not through a symlink)."""
+
+    def connect(self, address: str, port: int, timeout: float) -> socket.socket:
+        """A stream connected to address:port as the host itself reaches it.
+
+        :raises OSError: no connection
+        """
+
+    def refresh(self) -> bool:
+        """Read the host's files again (another process may have changed them meanwhile).
+
+        :returns: whether they were read again (a Host's caches are then stale)
+        """
+
+    def close(self) -> None:
+        """Let go of what the access holds (connections); idempotent."""
+
+
+class LocalAccess:
+    """This machine's own files, commands and sockets."""
+
+    def local_root(self, root: Path) -> Path:
+        """The root itself."""
+        return root
+
+    def describe(self, text: str) -> str:
+        """Local paths are what the admin knows."""
+        return text
+
+    def apply_state(self, path: Path, state: FileState) -> None:
+        """files.apply_state."""
+        files.apply_state(path, state)
+
+    def rename(self, source: Path, target: Path) -> None:
+        """os.rename, then fsync of the directory."""
+        os.rename(source, target)
+        fsync_dir(target.parent)
+
+    def remove_tree(self, path: Path) -> None:
+        """shutil.rmtree, ignoring what is already gone."""
+        shutil.rmtree(path, ignore_errors=True)
+
+    def private_dir(self, path: Path) -> Path:
+        """files.ensure_private_dir."""
+        return files.ensure_private_dir(path)
+
+    @contextlib.contextmanager
+    def lock(self, path: Path, timeout: float, notify: Notify) -> Iterator[None]:
+        """An flock on path (released by the kernel when this process ends, however it ends)."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            what = "is a symlink: remove it" if exc.errno == errno.ELOOP else "fix the file system"
+            raise HostError(f"{path}: the lock file cannot be opened ({exc.strerror}; "
+                            f"{what})") from None
+        try:
+            if not _try_lock(fd):
+                holder = _holder(path)
+                notify(f"{path}: another certbot-wazo deployment is running{holder}; "
+                       f"waiting up to {timeout:g} s")
+                deadline = time.monotonic() + timeout
+                while not _try_lock(fd):
+                    if time.monotonic() >= deadline:
+                        raise LockBusyError(f"{path}: another certbot-wazo deployment is still "
+                                            f"running{holder} (wait for it to finish, then run "
+                                            "again)")
+                    time.sleep(0.2)
+            try:  # the pid only informs whoever waits: the flock is the lock
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError as exc:
+                notify(f"{path}: could not record this process's pid ({exc.strerror})")
+            yield
+        finally:
+            os.close(fd)
+
+    def run(self, argv: Sequence[str], timeout: float) -> str:
+        """run()."""
+        return run(argv, timeout)
+
+    def touch(self, path: Path) -> None:
+        """os.utime, unless path is a symlink or missing."""
+        if path.is_file() and not path.is_symlink():
+            os.utime(path)
+
+    def connect(self, address: str, port: int, timeout: float) -> socket.socket:
+        """socket.create_connection."""
+        return socket.create_connection((address, port), timeout=timeout)
+
+    def refresh(self) -> bool:
+        """Local files are always current."""
+        return False
+
+    def close(self) -> None:
+        """Nothing is held."""
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid: Optional[str] = path.read_text().strip()
+    except OSError:
+        pid = None
+    return f" (pid {pid})" if pid else ""
+
+
+def run(argv: Sequence[str], timeout: float) -> str:
+    """Run a command (no shell) in its own session, its output in a file: it never depends on
+    certbot-wazo staying alive (no pipe to break, no signal of our terminal). When certbot-wazo
+    is interrupted meanwhile, the command is left to finish what it started (a restart stopped
+    halfway leaves the services down), then the interruption goes on. On timeout, the whole
+    session is killed.
+
+    :returns: what it printed (standard output and error)
+    :raises CommandError: it failed, could not start or timed out
+    """
+    returncode, text = spawn(argv, timeout)
+    if returncode != 0:
+        lines = text.strip().splitlines()
+        reason = lines[-1] if lines else "no message"
+        raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' exited with status "
+                           f"{returncode}: {reason} (run it by hand to see why, fix that, "
+                           "then run again)")
+    return text
+
+
+def spawn(argv: Sequence[str], timeout: float, stdin: Optional[bytes] = None,
+          log: bool = True) -> tuple[int, str]:
+    """run() without judging the exit status; stdin, when given, is fed from a file.
+
+    :returns: the exit status and what the command printed (standard output and error)
+    :raises CommandError: it could not start or timed out
+    """
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as feed:
+        if stdin is not None:
+            feed.write(stdin)
+            feed.seek(0)
+        try:
+            proc = subprocess.Popen(list(argv), stdin=feed if stdin is not None
+                                    else subprocess.DEVNULL, stdout=output,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            logger.debug("could not run %s: %s", " ".join(argv), exc)
+            raise CommandError(f"{argv[0]}: cannot be run ({exc.strerror}; reinstall it)") \
+                from None
+        try:
+            try:
+                _wait(proc, argv, timeout)
+            except SignalledError:
+                _wait(proc, argv, timeout)
+                raise
+        except (CommandError, SignalledError) as exc:
+            output.seek(0)
+            text = output.read(MAX_OUTPUT).decode(errors="replace")
+            logger.debug("ran %s: %s; output:%s", " ".join(argv), exc,
+                         "\n" + text.rstrip("\n") if text.strip() else " none")
+            raise
+        output.seek(0)
+        text = output.read(MAX_OUTPUT).decode(errors="replace")
+    if log:
+        logger.debug("ran %s: exit status %s; output:%s", " ".join(argv), proc.returncode,
+                     "\n" + text.rstrip("\n") if text.strip() else " none")
+    return proc.returncode, text
+
+
+def _wait(proc: subprocess.Popen[bytes], argv: Sequence[str], timeout: float) -> None:
+    """Wait for the command's end, at once (a pidfd where the kernel has them: Popen.wait with
+    a timeout polls, up to 50 ms late per command)."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = -1
+    try:
+        if pidfd >= 0:
+            try:
+                ready, _, _ = select.select([pidfd], [], [], timeout)
+            finally:
+                os.close(pidfd)
+            if not ready:
+                raise subprocess.TimeoutExpired(list(argv), timeout)
+            proc.wait()
+        else:
+            proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _kill_session(proc)
+        raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' did not finish within "
+                           f"{timeout:g} s and was stopped (check the services' logs)") from None
+
+
+def _kill_session(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
