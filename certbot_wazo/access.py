@@ -218,7 +218,7 @@ def run(argv: Sequence[str], timeout: float) -> str:
 
 
 def spawn(argv: Sequence[str], timeout: float, stdin: Optional[bytes] = None,
-          log: bool = True) -> tuple[int, str]:
+          log: bool = True, limit: int = MAX_OUTPUT) -> tuple[int, str]:
     """run() without judging the exit status; stdin, when given, is fed from a file.
 
     :returns: the exit status and what the command printed (standard output and error)
@@ -244,12 +244,12 @@ def spawn(argv: Sequence[str], timeout: float, stdin: Optional[bytes] = None,
                 raise
         except (CommandError, SignalledError) as exc:
             output.seek(0)
-            text = output.read(MAX_OUTPUT).decode(errors="replace")
+            text = output.read(limit).decode(errors="replace")
             logger.debug("ran %s: %s; output:%s", " ".join(argv), exc,
                          "\n" + text.rstrip("\n") if text.strip() else " none")
             raise
         output.seek(0)
-        text = output.read(MAX_OUTPUT).decode(errors="replace")
+        text = output.read(limit).decode(errors="replace")
     if log:
         logger.debug("ran %s: exit status %s; output:%s", " ".join(argv), proc.returncode,
                      "\n" + text.rstrip("\n") if text.strip() else " none")

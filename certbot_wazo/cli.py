@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Optional, Sequence
 
-from certbot_wazo import options, status
+from certbot_wazo import fleet, options, status
 from certbot_wazo.deployment import Deployment, Settings
 from certbot_wazo.errors import SignalledError, WazoError
 from certbot_wazo.records import SavedSettings
@@ -38,6 +39,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe-timeout", default=sup, type=float, metavar="SECONDS",
                         help=f"how long services get to come back (default "
                              f"{options.DEFAULT_PROBE_TIMEOUT:g})")
+    parser.add_argument("--ssh", default=sup, action="append", metavar="[USER@]HOST",
+                        help="run on a remote Wazo over SSH (the system's ssh client and its "
+                             "configuration); repeat it, or give a comma-separated list, for "
+                             "several hosts; --root is then a path on that host")
+    parser.add_argument("--ssh-hosts", default=sup, metavar="FILE",
+                        help="more SSH destinations, one [USER@]HOST per line")
+    parser.add_argument("--ssh-config", default=sup, metavar="FILE",
+                        help="an ssh client configuration file (ssh -F)")
     parser.add_argument("-v", "--verbose", default=sup, action="store_true",
                         help="log every command with its output, every probe and every file "
                              "written to standard error")
@@ -56,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "uses DIR/fullchain.pem and DIR/privkey.pem")
     deploy.add_argument("--cert", metavar="FULLCHAIN", help="the certificate with its chain")
     deploy.add_argument("--key", metavar="KEY", help="its private key")
+    deploy.add_argument("--all-or-nothing", action="store_true", help="with several hosts: "
+                        "restart none unless every host took the pair, and put every host back "
+                        "when one fails after its restart")
     status = commands.add_parser("status", help="what the host serves, and whether it is "
                                  "healthy (exit 0 healthy, 1 needs attention)")
     _common(status)
@@ -87,7 +99,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         profile=getattr(args, "profile", "auto"), hostname=getattr(args, "hostname", None),
         probe=getattr(args, "probe", None),
         probe_timeout=getattr(args, "probe_timeout", options.DEFAULT_PROBE_TIMEOUT), prefix="--",
-        force_profile=getattr(args, "force_profile", False))
+        force_profile=getattr(args, "force_profile", False),
+        ssh_config=getattr(args, "ssh_config", None))
 
 
 def _pair_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Path, Path]:
@@ -122,8 +135,13 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         _log_to_stderr()
     try:
         settings = settings_from(args)
+        remotes = options.destinations(getattr(args, "ssh", []), getattr(args, "ssh_hosts", None))
     except ValueError as exc:
         parser.error(str(exc))
+    if getattr(args, "ssh_hosts", None) is not None and not remotes:
+        parser.error(f"{args.ssh_hosts}: no host in it (give one [USER@]HOST per line)")
+    if remotes:
+        return _on_hosts(parser, args, settings, remotes)
     if os.geteuid() != 0 and settings.root == Path("/"):
         _complain(f"certbot-wazo {args.command}: run as root (sudo certbot-wazo "
                   f"{args.command} …): it reads Wazo's private key"
@@ -152,6 +170,70 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         _complain(_one_line(exc))
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _on_hosts(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings,
+              remotes: list[str]) -> int:
+    """The command on each remote host, each its own transaction; which host ended where."""
+    if args.command == "deploy":
+        cert, key = _pair_paths(args, parser)
+        outcomes = fleet.deploy(remotes, settings, cert, key, bool(args.lineage),
+                                args.all_or_nothing, _say)
+        if len(outcomes) > 1 or outcomes[0].state == fleet.FAILED:
+            for outcome in outcomes:
+                (_complain if outcome.state == fleet.FAILED else _say)(str(outcome))
+        return EXIT_OK if all(o.state in (fleet.DEPLOYED, fleet.UNCHANGED)
+                              for o in outcomes) else EXIT_FAILED
+    reports: dict[str, Any] = {}
+    failed = False
+    for destination in remotes:
+        one = dataclasses.replace(settings, ssh=destination)
+        try:
+            if args.command == "status":
+                reports[destination] = fleet.on_host(
+                    one, _say, lambda d: _status_report(d, args))
+                failed |= not reports[destination]["healthy"]
+            else:
+                fleet.on_host(one, _say, lambda d: _action(d, args))
+        except WazoError as exc:
+            failed = True
+            reports[destination] = {"host": destination, "healthy": False,
+                                    "problems": [str(exc)]}
+            _complain(f"{destination}: {exc}" if not str(exc).startswith(destination)
+                      else str(exc))
+    if args.command == "status":
+        if args.json:
+            bare = [{k: v for k, v in reports[d].items() if k != "text"} for d in remotes]
+            print(json.dumps(bare[0] if len(bare) == 1 else {"hosts": bare}, indent=2))
+        else:
+            print("\n".join(r.get("text", "\n".join(r["problems"])) for r in reports.values()))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _action(deployment: Deployment, args: argparse.Namespace) -> None:
+    """retry, recover or revert on one host.
+
+    :raises WazoError: it failed
+    """
+    if args.command == "retry":
+        deployment.retry()
+    elif args.command == "recover":
+        if not deployment.recover_if_idle(boot=args.boot):
+            print(deployment.access.describe(f"{deployment.host.root}: no interrupted "
+                                             "deployment"))
+    elif args.command == "revert":
+        deployment.revert()
+
+
+def _status_report(deployment: Deployment, args: argparse.Namespace) -> dict[str, Any]:
+    messages: list[str] = []
+    deployment.notify = messages.append
+    report = status.check(deployment, Path(args.config_dir))
+    describe = deployment.access.describe
+    data = json.loads(describe(json.dumps(dict(report.as_json(), messages=messages))))
+    data["host"] = deployment.settings.ssh
+    data["text"] = describe("\n".join([*messages, report.as_text()]))
+    return dict(data)
 
 
 def _complain(line: str) -> None:

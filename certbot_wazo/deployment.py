@@ -145,8 +145,8 @@ class Deployment:
         """:raises WazoError: the host cannot be reached (remote)"""
         self.settings = settings
         if access is None and settings.ssh:
-            from certbot_wazo import remote  # only remote runs need it
-            access = remote.SshAccess.open(settings)
+            from certbot_wazo.remote import SshAccess  # only remote runs need it
+            access = SshAccess.open(settings)
         self.access: Access = access or LocalAccess()
         self.host = Host(self.access.local_root(settings.root), self.access)
         self.notify: Notify = lambda message: notify(self.access.describe(message))

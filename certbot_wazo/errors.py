@@ -13,6 +13,10 @@ class HostError(WazoError):
     """The Wazo host layout or configuration cannot be deployed to."""
 
 
+class ConnectionLostError(HostError):
+    """The SSH connection to a remote host ended; its undo log and lock are on the host."""
+
+
 class CommandError(WazoError):
     """A Wazo command (xivo-update-config, wazo-service, systemctl) failed or timed out."""
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -12,12 +13,45 @@ from certbot_wazo.tls import Endpoint
 
 DEFAULT_PROBE_TIMEOUT = 60.0
 
-__all__ = ["DEFAULT_PROBE_TIMEOUT", "PROFILES", "settings"]
+__all__ = ["DEFAULT_PROBE_TIMEOUT", "PROFILES", "destinations", "settings"]
+
+# [USER@]HOST as ssh takes it; never an option ("-oProxyCommand=…" would run a command here).
+DESTINATION = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}@)?[A-Za-z0-9_][A-Za-z0-9_.:-]{0,252}$")
+
+
+def destinations(values: list[str], hosts_file: Optional[str] = None,
+                 prefix: str = "--") -> list[str]:
+    """The SSH destinations of --ssh (each may be a comma-separated list) and of a hosts file
+    (one per line, # comments), in order, without repeats.
+
+    :raises ValueError: a destination is not [USER@]HOST, or the hosts file cannot be read
+    """
+    found: list[str] = []
+    items = [item for value in values for item in value.split(",")]
+    if hosts_file is not None:
+        try:
+            with open(hosts_file, encoding="utf-8") as stream:
+                lines = stream.read(1024 * 1024).splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{hosts_file}: cannot be read ({getattr(exc, 'strerror', exc)}; "
+                             "give one [USER@]HOST per line)") from None
+        items += [line.split("#", 1)[0] for line in lines]
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        if not DESTINATION.match(item):
+            where = hosts_file if hosts_file and item not in values else f"{prefix}ssh"
+            raise ValueError(f"{where}: {item[:80]!r} is not [USER@]HOST (e.g. "
+                             "root@pbx.example.com, or a Host of your ssh configuration)")
+        if item not in found:
+            found.append(item)
+    return found
 
 
 def settings(root: str | Path = "/", profile: str = "auto", hostname: Optional[str] = None,
              probe: Optional[str] = None, probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
-             prefix: str = "--wazo-", force_profile: bool = False) -> Settings:
+             prefix: str = "--wazo-", force_profile: bool = False, ssh: Optional[str] = None,
+             ssh_config: Optional[str] = None) -> Settings:
     """Settings from option values.
 
     :raises ValueError: an option is invalid; the message names it and the fix
@@ -47,6 +81,15 @@ def settings(root: str | Path = "/", profile: str = "auto", hostname: Optional[s
     if not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"{prefix}probe-timeout: {probe_timeout!r} must be a positive number "
                          "of seconds")
+    if ssh is not None and not DESTINATION.match(ssh):
+        raise ValueError(f"{prefix}ssh: {ssh[:80]!r} is not [USER@]HOST (e.g. "
+                         "root@pbx.example.com)")
+    config = None
+    if ssh_config:
+        config = Path(ssh_config).absolute()
+        if not config.is_file():
+            raise ValueError(f"{prefix}ssh-config: {ssh_config} is not a file (give an ssh "
+                             "client configuration, as ssh -F takes it)")
     return Settings(root=root_path, profile=profile, hostname=hostname, probes=tuple(probes),
                     probe_timeout=timeout, option_prefix=prefix,
-                    force_profile=bool(force_profile))
+                    force_profile=bool(force_profile), ssh=ssh or None, ssh_config=config)

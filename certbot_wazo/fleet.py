@@ -1,0 +1,159 @@
+"""One command over several hosts (an HA pair, a fleet): each host its own transaction, and
+which host ended where."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+from certbot_wazo.deployment import Deployment, Notify, Settings
+from certbot_wazo.errors import ConnectionLostError, WazoError
+
+T = TypeVar("T")
+
+DEPLOYED = "deployed"
+UNCHANGED = "unchanged"
+FAILED = "failed"
+ROLLED_BACK = "rolled back"
+SKIPPED = "not attempted"
+# How often a run that lost its connection reconnects and runs again (the host's undo log and
+# lock tell the new run what the old one left).
+RECONNECTS = 2
+RECONNECT_PAUSE = 3.0
+
+
+@dataclasses.dataclass
+class Outcome:
+    """Where one host ended."""
+
+    destination: str
+    state: str
+    message: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.destination}: {self.state}" + (f": {self.message}" if self.message else "")
+
+
+def on_host(settings: Settings, notify: Notify, action: Callable[[Deployment], T]) -> T:
+    """Run action on one host (remote or local); a remote run whose connection drops
+    reconnects and runs again, which first finishes or undoes what the lost run left.
+
+    :raises WazoError: the action failed (on the last connection)
+    """
+    attempt = 0
+    while True:
+        deployment: Optional[Deployment] = None
+        try:
+            deployment = Deployment(settings, notify)
+            return action(deployment)
+        except ConnectionLostError as exc:
+            if not settings.ssh or attempt >= RECONNECTS:
+                raise
+            attempt += 1
+            notify(f"{exc}; reconnecting to finish or undo what was started "
+                   f"(attempt {attempt} of {RECONNECTS})")
+            time.sleep(RECONNECT_PAUSE)
+        finally:
+            if deployment is not None:
+                deployment.plan = None  # an abandoned plan must not keep the connection
+                deployment.close()
+
+
+def deploy(destinations: list[str], settings: Settings, cert: Path, key: Path, remember: bool,
+           all_or_nothing: bool, notify: Notify) -> list[Outcome]:
+    """Deploy one pair to every destination, one transaction per host.
+
+    Without all_or_nothing, a host that fails is rolled back alone (its own transaction) and
+    the others keep the new pair. With it, every host is installed and probed before any
+    restart; if one fails, nothing is restarted anywhere, and if one fails after its restart,
+    the hosts already switched go back to their previous state.
+    """
+    if not all_or_nothing:
+        outcomes = []
+        for destination in destinations:
+            one = dataclasses.replace(settings, ssh=destination)
+            try:
+                changed = on_host(one, _prefixed(notify, destination),
+                                  lambda d: d.run(cert, key, remember=remember))
+                outcomes.append(Outcome(destination, DEPLOYED if changed else UNCHANGED))
+            except WazoError as exc:
+                outcomes.append(Outcome(destination, FAILED, str(exc)))
+        return outcomes
+    return _all_or_nothing(destinations, settings, cert, key, notify)
+
+
+def _all_or_nothing(destinations: list[str], settings: Settings, cert: Path, key: Path,
+                    notify: Notify) -> list[Outcome]:
+    pending: list[tuple[str, Deployment]] = []
+    outcomes: dict[str, Outcome] = {}
+    try:
+        for destination in destinations:  # install and probe everywhere, restart nowhere
+            try:
+                deployment = Deployment(dataclasses.replace(settings, ssh=destination),
+                                        _prefixed(notify, destination))
+            except WazoError as exc:
+                outcomes[destination] = Outcome(destination, FAILED, str(exc))
+                break
+            try:
+                if deployment.install(cert, key):
+                    pending.append((destination, deployment))
+                else:
+                    outcomes[destination] = Outcome(destination, UNCHANGED)
+                    deployment.close()
+            except WazoError as exc:
+                outcomes[destination] = Outcome(destination, FAILED, str(exc))
+                deployment.close()
+                break
+        if any(o.state == FAILED for o in outcomes.values()):
+            for destination, deployment in pending:
+                _attempt(deployment.abort)
+                outcomes[destination] = Outcome(destination, ROLLED_BACK, "nothing was "
+                                                "restarted (--all-or-nothing)")
+            return _in_order(destinations, outcomes)
+        activated: list[tuple[str, Deployment]] = []
+        for destination, deployment in pending:
+            try:
+                deployment.activate()
+                activated.append((destination, deployment))
+                outcomes[destination] = Outcome(destination, DEPLOYED)
+            except WazoError as exc:
+                outcomes[destination] = Outcome(destination, FAILED, str(exc))
+                break
+        if len(activated) < len(pending):
+            for destination, deployment in pending[len(activated) + 1:]:
+                _attempt(deployment.abort)
+                outcomes[destination] = Outcome(destination, ROLLED_BACK, "nothing was "
+                                                "restarted (--all-or-nothing)")
+            for destination, deployment in activated:
+                failure = _attempt(functools.partial(
+                    deployment.restore, deployment.journal.previous,
+                    "Rolled back (--all-or-nothing)"))
+                outcomes[destination] = Outcome(
+                    destination, FAILED if failure else ROLLED_BACK,
+                    failure or "the previous pair is back (--all-or-nothing)")
+        return _in_order(destinations, outcomes)
+    finally:
+        for _, deployment in pending:
+            deployment.plan = None
+            deployment.close()
+
+
+def _attempt(action: Callable[[], object]) -> str:
+    """Run action; what went wrong ("" when it worked)."""
+    try:
+        action()
+    except WazoError as exc:
+        return str(exc)
+    return ""
+
+
+def _in_order(destinations: list[str], outcomes: dict[str, Outcome]) -> list[Outcome]:
+    return [outcomes.get(d) or Outcome(d, SKIPPED, "another host failed first "
+                                       "(--all-or-nothing)") for d in destinations]
+
+
+def _prefixed(notify: Notify, destination: str) -> Notify:
+    return lambda message: notify(message if message.startswith(destination)
+                                  else f"{destination}: {message}")

@@ -1,0 +1,682 @@
+"""SshAccess: a Wazo host reached over OpenSSH and changed with POSIX sh and coreutils only.
+
+The host's files that certbot-wazo reads (host.MIRRORED) are fetched into a private local
+mirror, so the whole host model (configurations, nginx, the undo log) reads them as it reads a
+local root. Every change is made on the host first, by a short sh script over one multiplexed
+connection, with the same guarantees as files.apply_state (a temporary file created with
+O_EXCL, given its owner and final mode before any byte, fsynced, renamed over the path; no
+symlink on the way followed), then on the mirror. The undo log and the lock live on the host:
+whoever runs next, from wherever, finds them there.
+
+Nothing runs on the host but sh and coreutils (stat, base64, head, cat, mv, ln, chown, chmod,
+mkdir, rm, sync, sha256sum, timeout, nohup, mktemp, cut, touch, dirname, basename, readlink),
+plus Wazo's own commands.
+"""
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+
+from certbot_wazo import failpoints, files
+from certbot_wazo.access import LocalAccess, Notify, spawn
+from certbot_wazo.errors import CommandError, ConnectionLostError, HostError, LockBusyError
+from certbot_wazo.files import ABSENT, DIR, FILE, LINK, FileState
+
+if TYPE_CHECKING:  # deployment imports this module when a run is remote
+    from certbot_wazo.deployment import Settings
+
+logger = logging.getLogger(__name__)
+
+# What is read from the host, relative to its root: (depth, shell pattern); depth 0 is the
+# entry itself, "x" an executable whose presence only matters. Whatever host.Host reads must
+# be here (tests/unit/test_remote.py checks every path the sandbox host reads).
+MIRRORED: tuple[tuple[str, str], ...] = (
+    ("8", "etc/xivo"), ("8", "etc/xivo-*"), ("8", "etc/wazo-*"), ("8", "etc/nginx"),
+    ("8", "etc/asterisk/http.conf"), ("8", "etc/asterisk/http.d"),
+    ("8", "etc/consul"), ("8", "etc/consul.d"),
+    ("0", "etc/group"), ("0", "etc/hosts"), ("0", "etc/hostname"),
+    ("8", "usr/share/xivo-certs"), ("8", "usr/share/wazo-certs"),
+    ("0", "usr/share/xivo-config/templates/system/etc/hosts"),
+    ("0", "usr/share/wazo/WAZO-VERSION"), ("0", "usr/share/xivo/XIVO-VERSION"),
+    ("8", "var/lib/certbot-wazo"),
+    ("0", "var/lib/dpkg/info/xivo*.list"), ("0", "var/lib/dpkg/info/wazo*.list"),
+    *(("x", f"{directory}/{name}") for directory in ("usr/sbin", "usr/bin", "sbin", "bin")
+      for name in ("xivo-update-config", "wazo-service", "xivo-service", "systemctl",
+                   "asterisk")),
+)
+STATE = "var/lib/certbot-wazo"
+MAX_FETCH = 256 * 1024 * 1024
+# Seconds ssh gets on top of a remote command's own timeout before the connection is deemed dead.
+SLACK = 30.0
+
+# Reads the host: one line per entry ("D|F|L|O|X mode uid gid base64(path) [base64(data)]").
+FETCH = r"""
+cd -- "$1" 2>/dev/null || { echo "NOROOT"; exit 0; }
+shift
+b() { printf '%s' "$1" | base64 -w0; }
+walk() {
+    if [ -L "$1" ]; then
+        t=$(readlink -- "$1"); printf 'L 0 0 0 %s %s\n' "$(b "$1")" "$(b "$t")"
+    elif [ -d "$1" ]; then
+        printf 'D %s %s\n' "$(stat -c '%a %u %g' -- "$1")" "$(b "$1")"
+        if [ "$2" -gt 0 ]; then
+            for c in "$1"/* "$1"/.[!.]* "$1"/..?*; do
+                if [ -e "$c" ] || [ -L "$c" ]; then walk "$c" $(($2 - 1)); fi
+            done
+        fi
+    elif [ -f "$1" ]; then
+        printf 'F %s %s ' "$(stat -c '%a %u %g' -- "$1")" "$(b "$1")"
+        head -c 268435457 -- "$1" | base64 -w0; echo
+    elif [ -e "$1" ]; then
+        printf 'O 0 0 0 %s\n' "$(b "$1")"
+    fi
+}
+while [ $# -gt 1 ]; do
+    depth=$1 pattern=$2; shift 2
+    for p in $pattern; do
+        if [ "$depth" = x ]; then
+            if [ -f "$p" ] && [ -x "$p" ]; then printf 'X 755 0 0 %s\n' "$(b "$p")"; fi
+        elif [ "$depth" = p ]; then
+            p=$(printf '%s' "$pattern" | base64 -d); depth=8
+            if [ -e "$p" ] || [ -L "$p" ]; then walk "$p" 8; fi
+            break
+        elif [ -e "$p" ] || [ -L "$p" ]; then
+            walk "$p" "$depth"
+        fi
+    done
+done
+echo "END"
+"""
+
+# Changes the host: OP ARGS...; prints "OK [sha256]" or "ERR CODE message". Paths are relative
+# to the root; no symlink above them is followed.
+CHANGE = r"""
+cd -- "$1" 2>/dev/null || { echo "ERR NOROOT cannot enter the root"; exit 0; }
+op=$2; shift 2
+fail() { echo "ERR $*"; exit 0; }
+real() {
+    p=. ifs=$IFS; IFS=/; set -f
+    for part in $1; do
+        p=$p/$part
+        if [ -L "$p" ]; then IFS=$ifs; set +f; fail SYMLINK "$p"; fi
+        if [ ! -e "$p" ]; then break; fi
+    done
+    IFS=$ifs; set +f
+}
+case $op in
+put|link)
+    rel=$1 d=$(dirname -- "$1") n=$(basename -- "$1")
+    real "$d"
+    if [ ! -d "$d" ]; then mkdir -p -m 755 -- "$d" 2>/dev/null || fail WRITE "cannot create $d"; fi
+    if [ -d "$rel" ] && [ ! -L "$rel" ]; then fail ISDIR; fi
+    tmp="$d/.$n.certbot-wazo-$2.tmp"
+    if [ "$op" = link ]; then
+        ln -s -- "$3" "$tmp" 2>/dev/null || fail WRITE "$(ln -s -- "$3" "$tmp" 2>&1)"
+    else
+        (umask 077; set -C; : > "$tmp") 2>/dev/null || fail WRITE "cannot create $tmp"
+        if ! { chown -h -- "$4:$5" "$tmp" && chmod -- "$3" "$tmp" && cat >> "$tmp" &&
+               sync -- "$tmp"; } 2>/dev/null; then
+            rm -f -- "$tmp"; fail WRITE "no space left or I/O error"
+        fi
+    fi
+    mv -fT -- "$tmp" "$rel" 2>/dev/null || { rm -f -- "$tmp"; fail WRITE "cannot rename"; }
+    sync -- "$d" 2>/dev/null
+    if [ "$op" = put ]; then echo "OK $(sha256sum < "$rel" | cut -d' ' -f1)"; else echo OK; fi
+    ;;
+mkdir)
+    real "$1"
+    mkdir -m 700 -- "$1" 2>/dev/null
+    if [ -L "$1" ] || [ ! -d "$1" ]; then fail WRITE "cannot create $1"; fi
+    chown -h -- "$3:$4" "$1" && chmod -- "$2" "$1" || fail WRITE "cannot set owner and mode"
+    sync -- "$(dirname -- "$1")" 2>/dev/null; echo OK
+    ;;
+remove)
+    real "$(dirname -- "$1")"
+    if [ -d "$1" ] && [ ! -L "$1" ]; then rmdir -- "$1" 2>/dev/null
+    elif [ -e "$1" ] || [ -L "$1" ]; then rm -f -- "$1" || fail WRITE "cannot remove $1"; fi
+    echo OK
+    ;;
+rename)
+    real "$(dirname -- "$1")"; real "$(dirname -- "$2")"
+    mv -fT -- "$1" "$2" 2>/dev/null || fail WRITE "cannot rename $1"
+    sync -- "$(dirname -- "$2")" 2>/dev/null; echo OK
+    ;;
+rmtree)
+    real "$(dirname -- "$1")"; rm -rf -- "$1" || fail WRITE "cannot remove $1"; echo OK
+    ;;
+privdir)
+    real "$1"
+    mkdir -p -m 755 -- "$(dirname -- "$1")" 2>/dev/null
+    if [ -L "$1" ]; then fail SYMLINK "$1"; fi
+    mkdir -m 700 -- "$1" 2>/dev/null
+    chmod 700 -- "$1" 2>/dev/null || fail WRITE "cannot create $1"; echo OK
+    ;;
+touch)
+    real "$(dirname -- "$1")"
+    if [ -f "$1" ] && [ ! -L "$1" ]; then touch -c -- "$1"; fi; echo OK
+    ;;
+drop)
+    kill -KILL "$PPID"  # tests only (failpoint NAME:drop-server): the server ends the session
+    ;;
+esac
+"""
+
+# Runs a command of the host so that it survives a dropped connection (nohup, output in a
+# file) and cannot run forever (timeout); its pid is kept in the lock while it runs, so a run
+# that takes over after a drop waits for it. Prints "RC n" then its output.
+RUN = r"""
+cd -- "$1" 2>/dev/null || { echo "RC 125"; exit 0; }
+lock=$2 limit=$3; shift 3
+out=$(mktemp) || { echo "RC 125"; exit 0; }
+nohup timeout -k 10 "$limit" "$@" > "$out" 2>&1 < /dev/null &
+pid=$!
+if [ -d "$lock" ]; then
+    echo "$pid $(cut -d' ' -f22 "/proc/$pid/stat" 2>/dev/null)" > "$lock/command" 2>/dev/null
+fi
+wait "$pid"; rc=$?
+rm -f -- "$lock/command" 2>/dev/null
+echo "RC $rc"; head -c 1048576 -- "$out"; rm -f -- "$out"
+"""
+
+# The lock: a directory created by an atomic rename with its owner inside ("pid starttime
+# who"); the owner is a process of the holder's SSH session, so the lock is stale as soon as
+# that connection ends, unless a command it started still runs. Prints OK or "HELD who".
+LOCK = r"""
+cd -- "$1" 2>/dev/null || { echo "ERR cannot enter the root"; exit 0; }
+state=$2 me=$3
+lock=$state/lock.d
+alive() {
+    [ -f "$1" ] || return 1
+    read -r pid start who < "$1" 2>/dev/null || return 1
+    [ -n "$pid" ] && [ "$(cut -d' ' -f22 "/proc/$pid/stat" 2>/dev/null)" = "$start" ]
+}
+take() {
+    tmp=$state/.lock.d.$$
+    rm -rf -- "$tmp"; mkdir -m 700 -- "$tmp" || return 1
+    printf '%s\n' "$me" > "$tmp/owner" && mv -T -- "$tmp" "$lock" 2>/dev/null && return 0
+    rm -rf -- "$tmp"; return 1
+}
+if take; then echo OK; exit 0; fi
+if alive "$lock/owner" || alive "$lock/command"; then
+    read -r pid start who < "$lock/owner"; echo "HELD $who"; exit 0
+fi
+dead=$state/.lock.d.dead.$$
+if mv -T -- "$lock" "$dead" 2>/dev/null; then
+    if alive "$dead/owner"; then  # another run took it meanwhile: give it back
+        mv -T -- "$dead" "$lock" 2>/dev/null; echo "HELD a run that just started"; exit 0
+    fi
+    rm -rf -- "$dead"
+fi
+if take; then echo OK; else echo "HELD a run that just started"; fi
+"""
+
+UNLOCK = r"""
+cd -- "$1" 2>/dev/null || exit 0
+read -r pid start who < "$2/lock.d/owner" 2>/dev/null && [ "$pid $start" = "$3" ] &&
+    rm -rf -- "$2/lock.d"
+echo OK
+"""
+
+# The lock's owner: this session's shell, replaced by cat, which lives until the connection
+# ends or certbot-wazo closes its input.
+KEEPER = r"""echo "$$ $(cut -d' ' -f22 /proc/$$/stat)"; exec cat > /dev/null"""
+
+
+class SshAccess:
+    """One host over one multiplexed OpenSSH connection (the system's ssh client: the admin's
+    ~/.ssh/config, agent and known_hosts apply; host keys are checked as configured)."""
+
+    def __init__(self, destination: str, root: Path, ssh_config: Optional[Path] = None,
+                 command_timeout: float = 300.0) -> None:
+        self.destination = destination
+        self.root = Path("/") / root
+        self.ssh_config = ssh_config
+        self.command_timeout = command_timeout
+        self._dir = Path(tempfile.mkdtemp(prefix="cw-"))  # 0700: the mirror holds keys
+        self._base = self._dir / "m"
+        self._control = self._dir / "c"
+        self._master: Optional[subprocess.Popen[bytes]] = None
+        self._keeper: Optional[subprocess.Popen[bytes]] = None
+        self._forwards: list[subprocess.Popen[bytes]] = []
+        self._closed = False
+        self._mirror = LocalAccess()
+        atexit.register(self.close)
+        failpoints.on_drop(self.drop)
+
+    @classmethod
+    def open(cls, settings: Settings) -> SshAccess:
+        """Connect to settings.ssh and read the host's files.
+
+        :raises HostError: the host cannot be reached, or its root is not there
+        """
+        if os.geteuid() != 0:
+            raise HostError(f"{settings.ssh}: run certbot-wazo as root on this "
+                            "machine too (the host's files are checked with their owners)")
+        access = cls(str(settings.ssh), Path(str(settings.root)),
+                     getattr(settings, "ssh_config", None),
+                     float(getattr(settings, "command_timeout", 300.0)))
+        try:
+            access.connect_master()
+            access.fetch()
+        except BaseException:
+            access.close()
+            raise
+        return access
+
+    # -- names --------------------------------------------------------------------------------
+    def local_root(self, root: Path) -> Path:
+        """The mirror of the host's root."""
+        return self._base / str(self.root).lstrip("/")
+
+    def describe(self, text: str) -> str:
+        """Mirror paths named as DESTINATION:PATH (scp's notation)."""
+        return text.replace(str(self._base) + "/", f"{self.destination}:/") \
+            .replace(str(self._base), f"{self.destination}:/")
+
+    def _remote(self, path: Path) -> str:
+        """A mirror path as a path relative to the host's root.
+
+        :raises HostError: path is not under the mirror's root
+        """
+        try:
+            return str(path.relative_to(self.local_root(self.root))) or "."
+        except ValueError:
+            raise HostError(f"{path}: not under the host's root {self.root}") from None
+
+    # -- the connection -----------------------------------------------------------------------
+    def _ssh(self, *options: str) -> list[str]:
+        argv = ["ssh"]
+        if self.ssh_config is not None:
+            argv += ["-F", str(self.ssh_config)]
+        if not sys.stdin.isatty():
+            argv += ["-o", "BatchMode=yes"]  # a timer: nobody can type a password
+        return [*argv, "-o", f"ControlPath={self._control}", *options]
+
+    def connect_master(self) -> None:
+        """Open the one connection of this run (ssh -M); every command shares it.
+
+        :raises HostError: ssh cannot connect (the message is ssh's own)
+        """
+        log = self._dir / "master.log"
+        with open(log, "wb") as stream:
+            self._master = subprocess.Popen(
+                self._ssh("-M", "-N", "-o", "ControlPersist=no", "-o", "ServerAliveInterval=10",
+                          "-o", "ServerAliveCountMax=3", self.destination),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stream,
+                preexec_fn=_die_with_parent, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._master.poll() is not None:
+                break
+            check = subprocess.run(self._ssh("-O", "check", self.destination),
+                                   capture_output=True, check=False)
+            if check.returncode == 0:
+                logger.debug("ssh: connected to %s (control %s)", self.destination,
+                             self._control)
+                return
+            time.sleep(0.05)
+        reason = _last_line(log.read_text(errors="replace")) or "no answer within 60 s"
+        raise HostError(f"{self.destination}: cannot connect over SSH ({reason}) (check that "
+                        f"'ssh {self.destination} true' works as this user, host key "
+                        "included)")
+
+    def _exec(self, script: str, args: Sequence[str], stdin: Optional[bytes] = None,
+              timeout: float = 60.0, limit: int = 1024 * 1024) -> str:
+        """Run a sh script of ours on the host with args.
+
+        :returns: its standard output and error
+        :raises ConnectionLostError: the connection is gone
+        """
+        if self._closed or self._master is None:
+            raise ConnectionLostError(f"{self.destination}: the SSH connection is closed")
+        command = " ".join(["sh", "-c", shlex.quote(script), "sh", *map(shlex.quote, args)])
+        try:
+            returncode, output = spawn([*self._ssh("-q", "-o", "ControlMaster=no"),
+                                        self.destination, command],
+                                       timeout + SLACK, stdin=stdin, log=False, limit=limit)
+        except CommandError as exc:
+            raise ConnectionLostError(f"{self.destination}: the SSH connection stopped answering "
+                                 f"({exc})") from None
+        if returncode == 255 or (self._master.poll() is not None):
+            raise ConnectionLostError(f"{self.destination}: the SSH connection was lost "
+                                 f"({_last_line(output) or 'ssh exited with status 255'})")
+        return output
+
+    # -- reading: the mirror ------------------------------------------------------------------
+    def fetch(self, extra: Sequence[str] = ()) -> None:
+        """Read the host's files (MIRRORED, then what their symlinks and nginx's certificates
+        point to) into the mirror.
+
+        :raises HostError: the root is missing on the host
+        """
+        shutil.rmtree(self._base, ignore_errors=True)
+        self._base.mkdir(mode=0o700)
+        self._fetch_specs([item for spec in MIRRORED for item in spec])
+        for _ in range(4):  # symlinks to files outside the mirrored trees, and what nginx serves
+            wanted = [rel for rel in self._outside_links() + self._nginx_files()
+                      if not os.path.lexists(self.local_root(self.root) / rel)]
+            if not wanted:
+                break
+            self._fetch_specs([item for rel in sorted(set(wanted)) for item in
+                               ("p", base64.b64encode(rel.encode()).decode())])
+
+    def _fetch_specs(self, specs: list[str]) -> None:
+        output = self._exec(FETCH, [str(self.root), *specs], timeout=120, limit=MAX_FETCH)
+        lines = output.splitlines()
+        if lines and lines[0] == "NOROOT":
+            raise HostError(f"{self.destination}:{self.root}: no such directory on the host "
+                            "(check --root)")
+        if not lines or lines[-1] != "END":
+            raise ConnectionLostError(f"{self.destination}: reading the host's files stopped "
+                                 f"halfway ({_last_line(output) or 'no answer'})")
+        root = self.local_root(self.root)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for line in lines[:-1]:
+            _mirror_entry(root, line)
+
+    def _outside_links(self) -> list[str]:
+        """Targets of mirrored symlinks (relative to the root) that were not fetched."""
+        root = self.local_root(self.root)
+        found = []
+        for directory, dirs, names in os.walk(root):
+            for name in dirs + names:
+                path = Path(directory) / name
+                if path.is_symlink():
+                    target = os.readlink(path)
+                    joined = os.path.normpath(target.lstrip("/") if target.startswith("/")
+                                              else os.path.join(directory, target))
+                    if not os.path.isabs(joined):
+                        found.append(joined)
+                    else:
+                        with contextlib.suppress(ValueError):
+                            found.append(str(Path(joined).relative_to(root)))
+        return [f for f in found if f and not f.startswith("..")]
+
+    def _nginx_files(self) -> list[str]:
+        """The certificates nginx names (a certbot --nginx lineage, say), relative to the root."""
+        from certbot_wazo.host import Host  # host imports access; no cycle at import time
+        try:
+            servers = Host(self.local_root(self.root), self).nginx_servers()
+        except Exception as exc:  # a broken nginx configuration is reported by the host model
+            logger.debug("nginx not read for the mirror: %s", exc)
+            return []
+        return [c.lstrip("/") for s in servers for c in s.certificates if c.startswith("/")]
+
+    def refresh(self) -> bool:
+        """Read the host's files again."""
+        self.fetch()
+        return True
+
+    # -- changing: the host first, then the mirror --------------------------------------------
+    def _change(self, op: str, *args: str, stdin: Optional[bytes] = None) -> str:
+        """Run one CHANGE operation; its answer after OK.
+
+        :raises HostError: the host refused it
+        """
+        output = self._exec(CHANGE, [str(self.root), op, *args], stdin=stdin)
+        lines = [line for line in output.splitlines() if line.startswith(("OK", "ERR"))]
+        answer = lines[-1] if lines else ""
+        if answer.startswith("OK"):
+            return answer[3:]
+        words = answer.split(" ", 2)
+        code = words[1] if len(words) > 1 else "?"
+        detail = words[2] if len(words) > 2 else _last_line(output)
+        path = self.local_root(self.root) / args[0]
+        if code == "SYMLINK":
+            raise HostError(f"{self.local_root(self.root) / detail.lstrip('./')}: is a symlink "
+                            f"on the way to {path} (certbot-wazo does not write through "
+                            "symlinks: make it a real directory)")
+        if code == "ISDIR":
+            raise HostError(f"{path}: is a directory (move it away)")
+        raise HostError(f"{path}: cannot be written ({detail or 'no answer'}; free space or fix "
+                        "the file system, nothing was changed)")
+
+    def apply_state(self, path: Path, state: FileState) -> None:
+        """files.apply_state on the host, then on the mirror."""
+        rel = self._remote(path)
+        logger.debug("%s:%s/%s: %s", self.destination, self.root, rel, state.kind)
+        if state.kind == FILE:
+            digest = self._change("put", rel, secrets.token_hex(6), f"{state.mode:o}",
+                                  str(state.uid), str(state.gid), stdin=state.data)
+            if digest.strip() != hashlib.sha256(state.data).hexdigest():
+                raise HostError(f"{path}: what the host holds now differs from what was sent "
+                                "(check its disk; run again)")
+        elif state.kind == LINK:
+            self._change("link", rel, secrets.token_hex(6), state.target)
+        elif state.kind == DIR:
+            self._change("mkdir", rel, f"{state.mode:o}", str(state.uid), str(state.gid))
+        elif state.kind == ABSENT:
+            self._change("remove", rel)
+        self._mirror.apply_state(path, state)
+
+    def rename(self, source: Path, target: Path) -> None:
+        """mv -T on the host, then on the mirror."""
+        self._change("rename", self._remote(source), self._remote(target))
+        self._mirror.rename(source, target)
+
+    def remove_tree(self, path: Path) -> None:
+        """rm -rf of certbot-wazo's own state on the host, then on the mirror."""
+        rel = self._remote(path)
+        if not (rel == STATE or rel.startswith(STATE + "/")):
+            raise HostError(f"{path}: not certbot-wazo's state; not removed")
+        self._change("rmtree", rel)
+        self._mirror.remove_tree(path)
+
+    def private_dir(self, path: Path) -> Path:
+        """files.ensure_private_dir on the host, then on the mirror."""
+        self._change("privdir", self._remote(path))
+        return self._mirror.private_dir(path)
+
+    def touch(self, path: Path) -> None:
+        """touch -c on the host (not through a symlink)."""
+        self._change("touch", self._remote(path))
+
+    # -- commands -----------------------------------------------------------------------------
+    def run(self, argv: Sequence[str], timeout: float) -> str:
+        """Run a command of the host (paths of the mirror become the host's), immune to a
+        dropped connection; then read the host's /etc/hosts again (xivo-update-config renders
+        it).
+
+        :raises CommandError: it failed, could not start or timed out
+        """
+        remote = ["/" + str(Path(a).relative_to(self._base)) if a.startswith(str(self._base) + "/")
+                  else a for a in argv]
+        output = self._exec(RUN, [str(self.root), f"{self.root}/{STATE}/lock.d",
+                                  f"{timeout:g}", *remote], timeout=timeout + 15)
+        header, _, text = output.partition("\n")
+        words = header.split()
+        status = int(words[1]) if len(words) == 2 and words[0] == "RC" and \
+            words[1].isdigit() else 125
+        logger.debug("ran on %s: %s: exit status %s; output:%s", self.destination,
+                     " ".join(remote), status, "\n" + text.rstrip("\n") if text.strip()
+                     else " none")
+        if status == 124:
+            raise CommandError(f"{self.destination}:{remote[0]}: '{' '.join(remote[1:])}' did "
+                               f"not finish within {timeout:g} s and was stopped (check the "
+                               "services' logs)")
+        if status in (125, 126, 127):
+            raise CommandError(f"{self.destination}:{remote[0]}: cannot be run (exit status "
+                               f"{status}: {_last_line(text) or 'not found'}; reinstall it)")
+        if status != 0:
+            raise CommandError(f"{self.destination}:{remote[0]}: '{' '.join(remote[1:])}' "
+                               f"exited with status {status}: {_last_line(text) or 'no message'}"
+                               " (run it by hand to see why, fix that, then run again)")
+        self._fetch_specs(["0", "etc/hosts"])
+        return text
+
+    def connect(self, address: str, port: int, timeout: float) -> socket.socket:
+        """A stream to address:port as the host reaches it (ssh -W over the connection).
+
+        :raises OSError: the connection is closed
+        """
+        self._forwards = [p for p in self._forwards if p.poll() is None]
+        ours, theirs = socket.socketpair()
+        host = f"[{address}]" if ":" in address else address
+        try:
+            proc = subprocess.Popen(
+                self._ssh("-q", "-o", "ControlMaster=no", "-W", f"{host}:{port}",
+                          self.destination),
+                stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.DEVNULL,
+                start_new_session=True)
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._forwards.append(proc)
+        ours.settimeout(timeout)
+        return ours
+
+    # -- the lock -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, path: Path, timeout: float, notify: Notify) -> Iterator[None]:
+        """The host's lock (STATE/lock.d), owned by a process of this connection: a dropped
+        connection or a killed certbot-wazo frees it, once a command it started has ended.
+
+        :raises LockBusyError: still held after timeout
+        """
+        state = self._remote(path.parent)
+        keeper = subprocess.Popen(
+            [*self._ssh("-q", "-o", "ControlMaster=no"), self.destination,
+             f"sh -c {shlex.quote(KEEPER)}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        me = keeper.stdout.readline().decode(errors="replace").strip() \
+            if keeper.stdout is not None else ""
+        if len(me.split()) != 2:
+            _end(keeper)
+            raise ConnectionLostError(f"{self.destination}: the SSH connection was lost (taking "
+                                 "the lock)")
+        who = f"{socket.gethostname()}-pid-{os.getpid()}"
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            answer = _last_line(self._exec(LOCK, [str(self.root), state, f"{me} {who}"]))
+            if answer == "OK":
+                break
+            holder = answer[5:] if answer.startswith("HELD ") else answer
+            where = f"{self.local_root(self.root) / state / 'lock.d'}"
+            if time.monotonic() >= deadline:
+                _end(keeper)
+                raise LockBusyError(f"{where}: another certbot-wazo deployment is still running "
+                                    f"({holder}) (wait for it to finish, then run again)")
+            if not told:
+                notify(f"{where}: another certbot-wazo deployment is running ({holder}); "
+                       f"waiting up to {timeout:g} s")
+                told = True
+            time.sleep(0.5)
+        self._keeper = keeper
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ConnectionLostError):
+                self._exec(UNLOCK, [str(self.root), state, me])
+            _end(keeper)
+            self._keeper = None
+
+    # -- tests --------------------------------------------------------------------------------
+    def drop(self, server: bool = False) -> None:
+        """Lose the connection now: the client dies (kill -9 of ssh), or the server ends the
+        session (failpoints NAME:drop and NAME:drop-server)."""
+        if server:
+            with contextlib.suppress(ConnectionLostError):
+                self._exec(CHANGE, [str(self.root), "drop"], timeout=5)
+        elif self._master is not None:
+            self._master.kill()
+        time.sleep(0.5)
+
+    def close(self) -> None:
+        """End the connection and remove the mirror (it holds private keys)."""
+        if self._closed:
+            return
+        self._closed = True
+        for proc in [*self._forwards, *([self._keeper] if self._keeper else [])]:
+            _end(proc)
+        if self._master is not None:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(self._ssh("-O", "exit", self.destination), capture_output=True,
+                               timeout=5, check=False)
+            _end(self._master)
+        shutil.rmtree(self._dir, ignore_errors=True)
+        atexit.unregister(self.close)
+
+
+def _mirror_entry(root: Path, line: str) -> None:
+    """One line of FETCH as a file of the mirror (owner and mode as on the host)."""
+    try:
+        _mirror_one(root, line)
+    except (OSError, ValueError, HostError) as exc:  # the host model reports what is missing
+        logger.debug("not mirrored: %s (%s)", line[:200], exc)
+
+
+def _mirror_one(root: Path, line: str) -> None:
+    words = line.split(" ")
+    if len(words) < 5 or words[0] not in "DFLOX" or not words[1].isdigit():
+        return
+    kind, mode, uid, gid = words[0], int(words[1], 8), int(words[2]), int(words[3])
+    rel = base64.b64decode(words[4]).decode("utf-8", "surrogateescape")
+    rel = os.path.normpath(rel)
+    if rel.startswith("..") or os.path.isabs(rel):
+        return
+    path = root / rel if rel != "." else root
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "D":
+        path.mkdir(exist_ok=True)
+        os.chmod(path, mode)
+    elif kind == "L":
+        target = base64.b64decode(words[5]).decode("utf-8", "surrogateescape")
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.symlink(target, path)
+        return
+    elif kind == "O":
+        os.mkfifo(path, 0o600)
+        return
+    else:
+        data = base64.b64decode(words[5]) if kind == "F" and len(words) > 5 else b""
+        files.apply_state(path, FileState.file(data, mode, uid, gid))
+        return
+    os.chown(path, uid, gid, follow_symlinks=False)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.terminate()
+        try:
+            proc.wait(2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _die_with_parent() -> None:
+    """In the ssh master: end when certbot-wazo ends, however it ends (the host's lock then
+    becomes free)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
