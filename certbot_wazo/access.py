@@ -218,12 +218,14 @@ def run(argv: Sequence[str], timeout: float) -> str:
 
 
 def spawn(argv: Sequence[str], timeout: float, stdin: Optional[bytes] = None,
-          log: bool = True, limit: int = MAX_OUTPUT) -> tuple[int, str]:
+          log: bool = True, limit: Optional[int] = None) -> tuple[int, str]:
     """run() without judging the exit status; stdin, when given, is fed from a file.
 
+    :param limit: how much output is kept (default MAX_OUTPUT)
     :returns: the exit status and what the command printed (standard output and error)
     :raises CommandError: it could not start or timed out
     """
+    limit = limit or MAX_OUTPUT
     with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as feed:
         if stdin is not None:
             feed.write(stdin)

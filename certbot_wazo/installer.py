@@ -26,7 +26,7 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._deployment: Optional[Deployment] = None
+        self._deployments: Optional[list[Deployment]] = None
         self._deployed: set[tuple[str, str]] = set()
         self._nothing_to_roll_back = False
 
@@ -45,6 +45,12 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
             "ADDR:PORT[,ADDR:PORT...] (default: those the host's configuration shows).")
         add("probe-timeout", default=options.DEFAULT_PROBE_TIMEOUT, type=float,
             help="Seconds services get to come back after the restart.")
+        add("ssh", default=None, help="Deploy over SSH to this Wazo host, [USER@]HOST (a "
+            "comma-separated list for an HA pair or several hosts, each its own transaction); "
+            "--wazo-root is then a path on it. Uses this machine's ssh client and its "
+            "configuration (keys, agent, known_hosts). Kept for renewals.")
+        add("ssh-config", default=None, help="An ssh client configuration file (ssh -F) for "
+            "--wazo-ssh.")
 
     # -- plugin -------------------------------------------------------------------------------
     def more_info(self) -> str:
@@ -62,21 +68,22 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
         :raises errors.NoInstallationError: no Wazo host under --wazo-root
         :raises errors.MisconfigurationError: the options are invalid
         """
-        deployment = self._get_deployment()
-        host = deployment.host
-        if not host.root.is_dir():
-            raise errors.NoInstallationError(f"{host.root}: no such directory (give the Wazo "
-                                             "root with --wazo-root)")
-        try:
-            host.require_cert_dirs("--wazo-root")
-        except HostError as exc:
-            raise errors.NoInstallationError(str(exc)) from None
-        try:
-            deployment.recover_if_idle(wait=0.0)
-        except LockBusyError:
-            logger.info("Another deployment is running; it will finish its own work")
-        except (WazoError, OSError) as exc:
-            logger.warning("Could not finish an interrupted deployment yet: %s", exc)
+        for deployment in self._get_deployments():
+            host = deployment.host
+            if not host.root.is_dir():
+                raise errors.NoInstallationError(f"{host.root}: no such directory (give the "
+                                                 "Wazo root with --wazo-root)")
+            try:
+                host.require_cert_dirs("--wazo-root")
+            except HostError as exc:
+                raise errors.NoInstallationError(deployment.access.describe(str(exc))) from None
+            try:
+                deployment.recover_if_idle(wait=0.0)
+            except LockBusyError:
+                logger.info("Another deployment is running; it will finish its own work")
+            except (WazoError, OSError) as exc:
+                logger.warning("Could not finish an interrupted deployment yet: %s",
+                               deployment.access.describe(str(exc)))
 
     def get_all_names(self) -> set[str]:
         """The names this Wazo answers to (FQDN, hostname, nginx server names, certificate)."""
@@ -104,14 +111,14 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
     def _install(self, fullchain: str, key: str, remember: bool) -> None:
         if (fullchain, key) in self._deployed:
             return
-        deployment = self._get_deployment()
-        try:
-            if deployment.plan is None:
-                deployment.install(Path(fullchain), Path(key), remember)
-        except WazoError as exc:
-            raise errors.PluginError(str(exc)) from None
-        except OSError as exc:
-            raise errors.PluginError(_oserror(exc)) from None
+        for deployment in self._get_deployments():
+            try:
+                if deployment.plan is None:
+                    deployment.install(Path(fullchain), Path(key), remember)
+            except WazoError as exc:
+                raise errors.PluginError(deployment.access.describe(str(exc))) from None
+            except OSError as exc:
+                raise errors.PluginError(_oserror(exc)) from None
         self._deployed.add((fullchain, key))
 
     def enhance(self, domain: str, enhancement: str,
@@ -124,7 +131,7 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
 
     def save(self, title: Optional[str] = None, temporary: bool = False) -> None:
         """The installed files are already durable in the deployment journal; log the checkpoint."""
-        if title and self._deployment is not None and self._deployment.plan is not None:
+        if title and any(d.plan is not None for d in self._deployments or []):
             logger.info("wazo: checkpoint %r (restart pending)", title)
 
     def rollback_checkpoints(self, rollback: int = 1) -> None:
@@ -133,47 +140,48 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
 
         :raises errors.PluginError: nothing to roll back to, or the restore failed
         """
-        deployment = self._get_deployment()
-        try:
-            if deployment.plan is not None:
-                deployment.abort()
-            elif self._nothing_to_roll_back:
-                logger.info("wazo: already rolled back in this run")
-            else:
-                deployment.restore(deployment.journal.previous, "Restored the previous state")
-        except WazoError as exc:
-            raise errors.PluginError(str(exc)) from None
-        except OSError as exc:
-            raise errors.PluginError(_oserror(exc)) from None
+        for deployment in self._get_deployments():
+            try:
+                if deployment.plan is not None:
+                    deployment.abort()
+                elif self._nothing_to_roll_back:
+                    logger.info("wazo: already rolled back in this run")
+                else:
+                    deployment.restore(deployment.journal.previous, "Restored the previous state")
+            except WazoError as exc:
+                raise errors.PluginError(deployment.access.describe(str(exc))) from None
+            except OSError as exc:
+                raise errors.PluginError(_oserror(exc)) from None
 
     def recovery_routine(self) -> None:
         """Undo what this run installed but did not restart."""
-        if self._deployment is not None:
+        for deployment in self._deployments or []:
             try:
-                self._deployment.abort()
+                deployment.abort()
             except WazoError as exc:
-                raise errors.PluginError(str(exc)) from None
+                raise errors.PluginError(deployment.access.describe(str(exc))) from None
 
     def config_test(self) -> None:
         """Check the host layout and commands are usable.
 
         :raises errors.MisconfigurationError: what is wrong, and how to fix it
         """
-        deployment = self._get_deployment()
-        host = deployment.host
-        try:
-            host.require_cert_dirs("--wazo-root")
-            host.www_data_gid()
-            generation = host.generation(self.conf("profile"))
-            services.restart_commands(host, generation)
-            if generation == LEGACY:
-                services.update_config_command(host)
-                host.conf_d_dirs()
-            if not deployment.settings.probes and not host.endpoints():
-                raise HostError(f"{host.root}: no TLS endpoint in the host's configuration "
-                                "(give --wazo-probe ADDR:PORT)")
-        except WazoError as exc:
-            raise errors.MisconfigurationError(str(exc)) from None
+        for deployment in self._get_deployments():
+            host = deployment.host
+            try:
+                host.require_cert_dirs("--wazo-root")
+                host.www_data_gid()
+                generation = host.generation(self.conf("profile"))
+                services.restart_commands(host, generation)
+                if generation == LEGACY:
+                    services.update_config_command(host)
+                    host.conf_d_dirs()
+                if not deployment.settings.probes and not host.endpoints():
+                    raise HostError(f"{host.root}: no TLS endpoint in the host's configuration "
+                                    "(give --wazo-probe ADDR:PORT)")
+            except WazoError as exc:
+                raise errors.MisconfigurationError(deployment.access.describe(str(exc))) \
+                    from None
 
     def restart(self) -> None:
         """Probe, restart, probe: activate what this run installed (rolled back on failure);
@@ -181,40 +189,55 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
 
         :raises errors.MisconfigurationError: the new certificate failed and was rolled back
         """
-        deployment = self._get_deployment()
-        try:
-            if deployment.plan is not None:
-                try:
+        failures = []
+        for deployment in self._get_deployments():
+            try:
+                if deployment.plan is not None:
                     deployment.activate()
-                except (WazoError, OSError):
-                    # rolled back already, or its undo log is left for the next run: a
-                    # rollback_checkpoints now would restore the state before the previous one
-                    self._nothing_to_roll_back = True
-                    raise
-            else:
-                try:
+                else:
                     deployment.refresh()
-                except (WazoError, OSError):
-                    self._nothing_to_roll_back = True  # nothing of this run to roll back
-                    raise
-        except WazoError as exc:
-            raise errors.MisconfigurationError(str(exc)) from None
-        except OSError as exc:
-            raise errors.MisconfigurationError(_oserror(exc)) from None
+            except WazoError as exc:
+                failures.append(deployment.access.describe(str(exc)))
+            except OSError as exc:
+                failures.append(_oserror(exc))
+        if failures:
+            # Each failed host rolled back already (or its undo log is left for the next run),
+            # and the others keep the new pair: a rollback_checkpoints now would restore the
+            # state before the previous one.
+            self._nothing_to_roll_back = True
+            raise errors.MisconfigurationError("; ".join(failures))
 
     # -- helpers ------------------------------------------------------------------------------
     def _get_deployment(self) -> Deployment:
-        if self._deployment is None:
+        return self._get_deployments()[0]
+
+    def _get_deployments(self) -> list[Deployment]:
+        """One deployment per host (this one, or each --wazo-ssh host), made once.
+
+        :raises errors.MisconfigurationError: an option is invalid, or a host unreachable
+        """
+        if self._deployments is None:
             try:
-                settings = options.settings(
+                remotes: list[Optional[str]] = list(
+                    options.destinations([self.conf("ssh") or ""], prefix="--wazo-"))
+                settings = [options.settings(
                     root=self.conf("root"), profile=self.conf("profile"),
                     hostname=self.conf("hostname"), probe=self.conf("probe"),
                     probe_timeout=self.conf("probe-timeout"),
-                    force_profile=self.conf("force-profile"))
+                    force_profile=self.conf("force-profile"), ssh=remote,
+                    ssh_config=self.conf("ssh-config")) for remote in remotes or [None]]
             except ValueError as exc:
                 raise errors.MisconfigurationError(str(exc)) from None
-            self._deployment = Deployment(settings, notify=_notify)
-        return self._deployment
+            made: list[Deployment] = []
+            try:
+                for one in settings:
+                    made.append(Deployment(one, notify=_prefixed(one.ssh)))
+            except WazoError as exc:
+                for deployment in made:
+                    deployment.close()
+                raise errors.MisconfigurationError(str(exc)) from None
+            self._deployments = made
+        return self._deployments
 
 
 # certbot before 1.18 (Debian 11 has 1.12) finds plugins through zope.interface only: the class
@@ -231,6 +254,14 @@ if not hasattr(interfaces, "Installer"):  # pragma: no cover - certbot < 1.18
 
 def _notify(message: str) -> None:
     display_util.notify(message)
+
+
+def _prefixed(destination: Optional[str]) -> Callable[[str], None]:
+    """What a remote host's deployment says, naming the host."""
+    if destination is None:
+        return _notify
+    return lambda message: _notify(message if message.startswith(destination)
+                                   else f"{destination}: {message}")
 
 
 def _oserror(exc: OSError) -> str:

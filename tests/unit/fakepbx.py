@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certbot_wazo import access, failpoints, hosts, services, tls
+from certbot_wazo import access, failpoints, hosts, tls
 from certbot_wazo.errors import CommandError
 from certbot_wazo.host import HOSTS_BASE, HOSTS_CUSTOM, Host
 from certbot_wazo.tls import Endpoint, ProbeResult

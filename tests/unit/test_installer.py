@@ -12,6 +12,7 @@ from certbot._internal import cli
 from certbot._internal.plugins import disco
 
 from certbot_wazo import installer as installer_module
+from certbot_wazo.access import LocalAccess
 from certbot_wazo.deployment import Settings
 from certbot_wazo.errors import HostError, LockBusyError, PairError, RolledBackError
 from certbot_wazo.host import Host
@@ -63,6 +64,7 @@ class FakeDeployment:
         self.settings = settings
         self.host = Host(settings.root)
         self.plan: Optional[object] = None
+        self.access = LocalAccess()
         self.journal = SimpleNamespace(previous="previous-snapshot")
         self.calls: list[tuple[object, ...]] = []
         self.fail: dict[str, BaseException] = {}
