@@ -1,0 +1,38 @@
+"""Remote targets (tests/sandbox/remote.py) need root and a private network namespace: the
+controller's, under which each target gets one of its own (`make remote` runs unshare --net)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.sandbox.remote import Targets, unavailable  # noqa: E402
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Where targets cannot be made these tests are skipped, or are an error when
+    CERTBOT_WAZO_REQUIRE names netns (`make test` runs them under unshare --net)."""
+    ours = [item for item in items if "tests/remote/test_" in str(item.fspath)]
+    reason = unavailable() if ours else None
+    if reason is None:
+        return
+    if "netns" in os.environ.get("CERTBOT_WAZO_REQUIRE", ""):
+        raise pytest.UsageError(f"tests/remote: {reason}: run 'make remote'")
+    skip = pytest.mark.skip(reason=f"remote targets: {reason}")
+    for item in ours:
+        item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Targets]:
+    """The module's targets: add() them (built under a directory of the module's own); all are
+    stopped, and their links gone, when the module's tests are done."""
+    with Targets(tmp_path_factory.mktemp("targets")) as made:
+        yield made
