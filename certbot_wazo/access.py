@@ -42,6 +42,12 @@ class Access(Protocol):
     def describe(self, text: str) -> str:
         """text with local paths of the host's files named as the admin knows them."""
 
+    def host_argv(self, argv: Sequence[str]) -> list[str]:
+        """A command as the host itself names it (for the undo log)."""
+
+    def local_argv(self, argv: Sequence[str]) -> list[str]:
+        """A command of the undo log as this run runs it."""
+
     def apply_state(self, path: Path, state: FileState) -> None:
         """files.apply_state on the host.
 
@@ -101,6 +107,14 @@ class LocalAccess:
     def describe(self, text: str) -> str:
         """Local paths are what the admin knows."""
         return text
+
+    def host_argv(self, argv: Sequence[str]) -> list[str]:
+        """The same command."""
+        return list(argv)
+
+    def local_argv(self, argv: Sequence[str]) -> list[str]:
+        """The same command."""
+        return list(argv)
 
     def apply_state(self, path: Path, state: FileState) -> None:
         """files.apply_state."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -39,10 +38,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe-timeout", default=sup, type=float, metavar="SECONDS",
                         help=f"how long services get to come back (default "
                              f"{options.DEFAULT_PROBE_TIMEOUT:g})")
-    parser.add_argument("--ssh", default=sup, action="append", metavar="[USER@]HOST",
+    parser.add_argument("--ssh", default=sup, action="append", metavar="[USER@]HOST[:/ROOT]",
                         help="run on a remote Wazo over SSH (the system's ssh client and its "
                              "configuration); repeat it, or give a comma-separated list, for "
-                             "several hosts; --root is then a path on that host")
+                             "several hosts; --root (or :/ROOT) is then a path on that host")
     parser.add_argument("--ssh-hosts", default=sup, metavar="FILE",
                         help="more SSH destinations, one [USER@]HOST per line")
     parser.add_argument("--ssh-config", default=sup, metavar="FILE",
@@ -187,7 +186,7 @@ def _on_hosts(parser: argparse.ArgumentParser, args: argparse.Namespace, setting
     reports: dict[str, Any] = {}
     failed = False
     for destination in remotes:
-        one = dataclasses.replace(settings, ssh=destination)
+        one = fleet.at(settings, destination)
         try:
             if args.command == "status":
                 reports[destination] = fleet.on_host(

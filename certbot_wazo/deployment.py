@@ -315,7 +315,7 @@ class Deployment:
         if record is None or record.phase == Phase.INSTALLING or \
                 record.new_leaf != pair.leaf_der:
             return None
-        plan = Plan.recorded(record, str(pair.cert_path))
+        plan = self._recorded(record, str(pair.cert_path))
         self.notify(f"{self.journal.transaction.path}: a deployment of this certificate was "
                     f"interrupted while {record.phase.value}; finishing it")
         if record.phase == Phase.RESTARTING and tls.describe_failures(self._probe(
@@ -645,8 +645,20 @@ class Deployment:
             self.journal.transaction.remove()
 
     def _begin(self, plan: Plan) -> None:
-        self.journal.begin([p for p, _ in plan.changes], plan.record(self._installed_leaf()))
+        record = plan.record(self._installed_leaf())
+        # Commands as the host names them (a remote run's mirror is gone when the next run
+        # reads the undo log).
+        record = dataclasses.replace(
+            record, restarts=[self.access.host_argv(a) for a in record.restarts],
+            gentle=[self.access.host_argv(a) for a in record.gentle])
+        self.journal.begin([p for p, _ in plan.changes], record)
         failpoints.hit("after-backup")
+
+    def _recorded(self, record: Transaction, source: str) -> Plan:
+        """The plan an undo log recorded, its commands as this run reaches them."""
+        return Plan.recorded(dataclasses.replace(
+            record, restarts=[self.access.local_argv(a) for a in record.restarts],
+            gentle=[self.access.local_argv(a) for a in record.gentle]), source)
 
     def _apply(self, plan: Plan) -> None:
         for index, (path, state) in enumerate(plan.changes):
@@ -711,7 +723,7 @@ class Deployment:
         record = self.journal.open_transaction()  # the commands and endpoints, once files are back
         if record is None:
             return
-        plan = Plan.recorded(record, str(self.journal.transaction.path))
+        plan = self._recorded(record, str(self.journal.transaction.path))
         previous = record.previous_leaf
         logger.debug(  # pragma: no mutate block
             "undoing %s (phase %s, restarted: %s)", self.journal.transaction.path,

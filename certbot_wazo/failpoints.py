@@ -8,6 +8,7 @@ from typing import Callable
 ENV = "CERTBOT_WAZO_FAILPOINT"
 # Remote connections to drop at NAME:drop (the client's end) or NAME:drop-server.
 _drops: list[Callable[[bool], None]] = []
+_dropped: list[str] = []
 
 
 def on_drop(drop: Callable[[bool], None]) -> None:
@@ -21,8 +22,10 @@ def hit(name: str) -> None:
     or NAME:drop-server, lose the remote connections there (and go on)."""
     point, _, signame = os.environ.get(ENV, "").partition(":")
     if point == name and signame in ("drop", "drop-server"):
-        for drop in _drops:
-            drop(signame == "drop-server")
+        if not _dropped:  # once: the run that reconnects must get through
+            _dropped.append(name)
+            for drop in _drops:
+                drop(signame == "drop-server")
     elif point == name:
         os.kill(os.getpid(), getattr(signal, signame, signal.SIGKILL) if signame
                 else signal.SIGKILL)

@@ -36,6 +36,13 @@ class Outcome:
         return f"{self.destination}: {self.state}" + (f": {self.message}" if self.message else "")
 
 
+def at(settings: Settings, destination: str) -> Settings:
+    """The settings for one destination, [USER@]HOST or [USER@]HOST:/ROOT (its own root)."""
+    host, sep, root = destination.partition(":/")
+    return dataclasses.replace(settings, ssh=host, root=Path("/" + root) if sep
+                               else settings.root)
+
+
 def on_host(settings: Settings, notify: Notify, action: Callable[[Deployment], T]) -> T:
     """Run action on one host (remote or local); a remote run whose connection drops
     reconnects and runs again, which first finishes or undoes what the lost run left.
@@ -73,7 +80,7 @@ def deploy(destinations: list[str], settings: Settings, cert: Path, key: Path, r
     if not all_or_nothing:
         outcomes = []
         for destination in destinations:
-            one = dataclasses.replace(settings, ssh=destination)
+            one = at(settings, destination)
             try:
                 changed = on_host(one, _prefixed(notify, destination),
                                   lambda d: d.run(cert, key, remember=remember))
@@ -91,7 +98,7 @@ def _all_or_nothing(destinations: list[str], settings: Settings, cert: Path, key
     try:
         for destination in destinations:  # install and probe everywhere, restart nowhere
             try:
-                deployment = Deployment(dataclasses.replace(settings, ssh=destination),
+                deployment = Deployment(at(settings, destination),
                                         _prefixed(notify, destination))
             except WazoError as exc:
                 outcomes[destination] = Outcome(destination, FAILED, str(exc))

@@ -22,7 +22,8 @@ DESTINATION = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}@)?[A-Za-z0-9_][A
 def destinations(values: list[str], hosts_file: Optional[str] = None,
                  prefix: str = "--") -> list[str]:
     """The SSH destinations of --ssh (each may be a comma-separated list) and of a hosts file
-    (one per line, # comments), in order, without repeats.
+    (one per line, # comments), in order, without repeats; [USER@]HOST:/PATH gives that host
+    its own root.
 
     :raises ValueError: a destination is not [USER@]HOST, or the hosts file cannot be read
     """
@@ -39,7 +40,7 @@ def destinations(values: list[str], hosts_file: Optional[str] = None,
     for item in (i.strip() for i in items):
         if not item:
             continue
-        if not DESTINATION.match(item):
+        if not DESTINATION.match(item.split(":/", 1)[0]):
             where = hosts_file if hosts_file and item not in values else f"{prefix}ssh"
             raise ValueError(f"{where}: {item[:80]!r} is not [USER@]HOST (e.g. "
                              "root@pbx.example.com, or a Host of your ssh configuration)")
@@ -56,6 +57,9 @@ def settings(root: str | Path = "/", profile: str = "auto", hostname: Optional[s
 
     :raises ValueError: an option is invalid; the message names it and the fix
     """
+    if ssh is not None and ":/" in ssh:  # HOST:/ROOT: this host's own root
+        ssh, _, rest = ssh.partition(":/")
+        root = "/" + rest
     if str(root) == "":
         raise ValueError(f"{prefix}root: empty (give the directory Wazo is installed under, "
                          "/ on the Wazo host itself)")

@@ -171,8 +171,12 @@ touch)
     real "$(dirname -- "$1")"
     if [ -f "$1" ] && [ ! -L "$1" ]; then touch -c -- "$1"; fi; echo OK
     ;;
-drop)
-    kill -KILL "$PPID"  # tests only (failpoint NAME:drop-server): the server ends the session
+drop)  # tests only (failpoint NAME:drop-server): the sshd process of this session dies
+    p=$$
+    while [ "$p" -gt 1 ]; do
+        if [ "$(cat "/proc/$p/comm")" = sshd ]; then kill -KILL "$p"; break; fi
+        p=$(cut -d' ' -f4 "/proc/$p/stat")
+    done
     ;;
 esac
 """
@@ -289,6 +293,17 @@ class SshAccess:
         return text.replace(str(self._base) + "/", f"{self.destination}:/") \
             .replace(str(self._base), f"{self.destination}:/")
 
+    def host_argv(self, argv: Sequence[str]) -> list[str]:
+        """Mirror paths in a command as the host's paths."""
+        base = str(self._base)
+        return ["/" + str(Path(a).relative_to(base)) if a.startswith(base + "/") else a
+                for a in argv]
+
+    def local_argv(self, argv: Sequence[str]) -> list[str]:
+        """The host's paths under its root (the commands the undo log names) as mirror paths."""
+        root = str(self.root).rstrip("/") + "/"
+        return [str(self._base) + a if a.startswith(root) else a for a in argv]
+
     def _remote(self, path: Path) -> str:
         """A mirror path as a path relative to the host's root.
 
@@ -343,8 +358,10 @@ class SshAccess:
         :returns: its standard output and error
         :raises ConnectionLostError: the connection is gone
         """
-        if self._closed or self._master is None:
-            raise ConnectionLostError(f"{self.destination}: the SSH connection is closed")
+        if self._closed or self._master is None or self._master.poll() is not None:
+            # never a second connection behind the lock's back: ssh would open one when the
+            # master's socket is gone
+            raise ConnectionLostError(f"{self.destination}: the SSH connection was lost")
         command = " ".join(["sh", "-c", shlex.quote(script), "sh", *map(shlex.quote, args)])
         try:
             returncode, output = spawn([*self._ssh("-q", "-o", "ControlMaster=no"),
@@ -353,7 +370,7 @@ class SshAccess:
         except CommandError as exc:
             raise ConnectionLostError(f"{self.destination}: the SSH connection stopped answering "
                                  f"({exc})") from None
-        if returncode == 255 or (self._master.poll() is not None):
+        if returncode == 255:
             raise ConnectionLostError(f"{self.destination}: the SSH connection was lost "
                                  f"({_last_line(output) or 'ssh exited with status 255'})")
         return output
@@ -495,8 +512,7 @@ class SshAccess:
 
         :raises CommandError: it failed, could not start or timed out
         """
-        remote = ["/" + str(Path(a).relative_to(self._base)) if a.startswith(str(self._base) + "/")
-                  else a for a in argv]
+        remote = self.host_argv(argv)
         output = self._exec(RUN, [str(self.root), f"{self.root}/{STATE}/lock.d",
                                   f"{timeout:g}", *remote], timeout=timeout + 15)
         header, _, text = output.partition("\n")
@@ -523,8 +539,11 @@ class SshAccess:
     def connect(self, address: str, port: int, timeout: float) -> socket.socket:
         """A stream to address:port as the host reaches it (ssh -W over the connection).
 
-        :raises OSError: the connection is closed
+        :raises ConnectionLostError: the connection is gone
         """
+        if self._master is None or self._master.poll() is not None:
+            # not an OSError: a probe must not keep retrying a connection that is gone
+            raise ConnectionLostError(f"{self.destination}: the SSH connection was lost")
         self._forwards = [p for p in self._forwards if p.poll() is None]
         ours, theirs = socket.socketpair()
         host = f"[{address}]" if ":" in address else address

@@ -1,0 +1,254 @@
+"""Remote mode end to end: sandbox Wazo hosts behind real OpenSSH servers, each in its own network
+namespace, whose sessions have only sh and coreutils on PATH (no Python): the migration, a renewal
+through certbot, status and revert over SSH; a connection dropped at every step; several hosts."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certbot_wazo.pair import load_chain
+from tests.pki import CA
+from tests.sandbox.certbot import Certbot, certbot_variants
+from tests.sandbox.host import build_host
+from tests.sandbox.remote import Target, Targets
+from tests.sandbox.tree import Tree, differences, snapshot
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = ("after-backup", "after-write-0", "after-write-3", "after-update-config",
+         "after-restart", "after-probe")
+
+
+def leaf_of(fullchain: Path) -> bytes:
+    return load_chain(fullchain.read_bytes(), fullchain)[0].public_bytes(Encoding.DER)
+
+
+def served(targets: Targets, target: Target, port: int) -> bytes:
+    """The leaf the target serves on 127.0.0.1:port, as seen from the target itself."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with targets.tunnel(target, port) as sock:
+        sock.settimeout(10)
+        with ctx.wrap_socket(sock, server_hostname=target.host.name) as tls:
+            return tls.getpeercert(binary_form=True) or b""
+
+
+def serves(targets: Targets, target: Target, leaf: bytes) -> bool:
+    ports = {int(address.rsplit(":", 1)[1]) for address in target.host.endpoints.values()}
+    return all(served(targets, target, port) == leaf for port in sorted(ports))
+
+
+def cw(targets: Targets, *args: str, env: dict[str, str] | None = None,
+       timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """certbot-wazo ARGS --ssh-config CONFIG, from the working tree."""
+    return subprocess.run([sys.executable, "-m", "certbot_wazo.cli", *args,
+                           "--ssh-config", str(targets.ssh_config)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def remote_args(target: Target) -> list[str]:
+    return ["--ssh", target.destination, "--root", str(target.root)]
+
+
+class Legacy:
+    """A legacy target with a pristine copy of its Wazo files, put back before each test."""
+
+    def __init__(self, targets: Targets, target: Target, pristine: Path) -> None:
+        self.targets, self.target, self.pristine = targets, target, pristine
+
+    @property
+    def root(self) -> Path:
+        return self.target.root
+
+    def reset(self) -> None:
+        for name in ("etc", "usr", "var/lib/certbot-wazo"):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        subprocess.run(["cp", "-a", str(self.pristine / "etc"), str(self.pristine / "usr"),
+                        str(self.root)], check=True)
+        for fault in (self.root / "run/sandbox/faults").iterdir():
+            fault.unlink()
+        result = self.targets.ssh(self.target, str(self.root / "usr/bin/wazo-service"),
+                                  "restart", "all")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def files(self) -> Tree:
+        return snapshot(self.root)
+
+
+@pytest.fixture(scope="module")
+def ca() -> CA:
+    return CA("Remote")
+
+
+@pytest.fixture(scope="module")
+def trust(ca: CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ca.trust_bundle(tmp_path_factory.mktemp("trust") / "trust.pem")
+
+
+@pytest.fixture(scope="module")
+def legacy(targets: Targets, tmp_path_factory: pytest.TempPathFactory) -> Legacy:
+    target = targets.add("pbx1", lambda root: build_host(root, "legacy"))
+    pristine = tmp_path_factory.mktemp("pristine")
+    subprocess.run(["cp", "-a", str(target.root / "etc"), str(target.root / "usr"),
+                    str(pristine)], check=True)
+    return Legacy(targets, target, pristine)
+
+
+@pytest.fixture
+def fresh(legacy: Legacy, trust: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Legacy]:
+    """The legacy target as shipped, serving Wazo's self-signed pair; the test CA trusted."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(trust))
+    legacy.reset()
+    yield legacy
+
+
+def test_deploy_status_and_revert_over_ssh_with_only_sh_and_coreutils(
+        fresh: Legacy, ca: CA, tmp_path: Path) -> None:
+    targets, target = fresh.targets, fresh.target
+    before, earlier = fresh.files(), len(target.commands())
+    fullchain, _ = ca.issue(tmp_path / "lineage")
+    result = cw(targets, "deploy", *remote_args(target), "--lineage", str(tmp_path / "lineage"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{target.destination}: Deployed certificate" in result.stdout
+    ours = target.commands()[earlier:]
+    assert serves(targets, target, leaf_of(fullchain))
+    # The undo log and the record of what was deployed live on the host.
+    assert (target.root / "var/lib/certbot-wazo/previous/manifest.json").is_file()
+    assert (target.root / "var/lib/certbot-wazo/original/manifest.json").is_file()
+    key = target.root / "usr/share/xivo-certs/server.key"
+    assert oct(key.stat().st_mode & 0o777) == "0o640"
+    # Every session ran our sh scripts or Wazo's own commands; the targets' PATH has neither
+    # python nor tar, so anything else would have failed the deployment.
+    assert ours and all(c.startswith("sh -c ") for c in ours)
+
+    status = cw(targets, "status", *remote_args(target), "--json")
+    report = json.loads(status.stdout)
+    assert status.returncode == 0 and report["healthy"], status.stdout + status.stderr
+    assert f"{target.destination}:{target.root}" in json.dumps(report)  # its paths, not ours
+
+    again = cw(targets, "deploy", *remote_args(target), "--lineage", str(tmp_path / "lineage"))
+    assert again.returncode == 0 and "already deployed" in again.stdout
+
+    revert = cw(targets, "revert", *remote_args(target))
+    assert revert.returncode == 0, revert.stdout + revert.stderr
+    assert differences(before, fresh.files()) == []
+    assert not serves(targets, target, leaf_of(fullchain))
+
+
+@pytest.mark.parametrize("how", ["drop", "drop-server"])
+@pytest.mark.parametrize("step", STEPS)
+def test_a_connection_dropped_at_any_step_ends_with_the_new_pair(
+        fresh: Legacy, ca: CA, tmp_path: Path, step: str, how: str) -> None:
+    """The client's ssh killed, or the server's session: the run reconnects; the host's undo
+    log tells it what the lost run did; it ends with the new pair, every file consistent."""
+    targets, target = fresh.targets, fresh.target
+    fullchain, _ = ca.issue(tmp_path / "lineage")
+    result = cw(targets, "deploy", *remote_args(target), "--lineage", str(tmp_path / "lineage"),
+                env={"CERTBOT_WAZO_FAILPOINT": f"{step}:{how}"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reconnecting" in result.stdout
+    assert serves(targets, target, leaf_of(fullchain))
+    assert not (target.root / "var/lib/certbot-wazo/transaction").exists()
+    assert not (target.root / "var/lib/certbot-wazo/lock.d").exists()
+    clean = cw(targets, "deploy", *remote_args(target), "--lineage", str(tmp_path / "lineage"))
+    assert "already deployed" in clean.stdout, clean.stdout + clean.stderr
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_controller_killed_at_any_step_leaves_old_or_new(
+        fresh: Legacy, ca: CA, tmp_path: Path, step: str) -> None:
+    """certbot-wazo itself dies (power cut of the controller): its ssh ends with it, the
+    host's lock frees itself, and the next run from anywhere finds the undo log: `recover`
+    puts the host back exactly as it was."""
+    targets, target = fresh.targets, fresh.target
+    before = fresh.files()
+    ca.issue(tmp_path / "lineage")
+    killed = cw(targets, "deploy", *remote_args(target), "--lineage", str(tmp_path / "lineage"),
+                env={"CERTBOT_WAZO_FAILPOINT": step})
+    assert killed.returncode == -9
+    recover = cw(targets, "recover", *remote_args(target))
+    assert recover.returncode == 0, recover.stdout + recover.stderr
+    assert "After restoring" not in recover.stdout, recover.stdout  # every endpoint came back
+    assert differences(before, fresh.files()) == []
+    status = cw(targets, "status", *remote_args(target), "--json")
+    assert "self-signed" in status.stdout  # back to Wazo's own pair, and it says so
+
+
+def test_several_hosts_each_its_own_transaction(
+        targets: Targets, legacy: Legacy, trust: Path, ca: CA, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An HA pair plus one: the host whose services fail to restart is rolled back alone; the
+    command says which host ended where and exits 1; with --all-or-nothing nobody keeps it."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(trust))
+    legacy.reset()
+    second = _target(targets, "pbx2")
+    third = _target(targets, "pbx3")
+    for host in (second.host, third.host):
+        host.fault("restart-fails", False)
+    third.host.fault("restart-fails")
+    fullchain, _ = ca.issue(tmp_path / "lineage")
+    new = leaf_of(fullchain)
+    hosts = [legacy.target, second, third]
+    # One run names every host, each with its own root (HOST:/ROOT; a real fleet uses /).
+    args = [a for t in hosts for a in ("--ssh", f"{t.destination}:{t.root}")]
+
+    result = cw(targets, "deploy", *args, "--lineage", str(tmp_path / "lineage"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert [t for t in hosts if serves(targets, t, new)] == hosts[:2]
+    assert f"{second.destination}:{second.root}: deployed" in result.stdout
+    assert f"{third.destination}:{third.root}: failed" in result.stderr
+
+    second_pair, _ = ca.issue(tmp_path / "lineage2")
+    again = cw(targets, "deploy", *args, "--lineage", str(tmp_path / "lineage2"),
+               "--all-or-nothing")
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert not any(serves(targets, t, leaf_of(second_pair)) for t in hosts)
+    assert all(serves(targets, t, new) for t in hosts[:2])
+    assert f"{legacy.target.destination}:{legacy.root}: rolled back" in again.stdout
+
+
+def _target(targets: Targets, name: str) -> Target:
+    try:
+        return targets[name]
+    except KeyError:
+        return targets.add(name, lambda root: build_host(root, "legacy"))
+
+
+@pytest.fixture
+def pebble_certbot(tmp_path: Path) -> Iterator[Certbot]:
+    from tests.sandbox.acme import Pebble
+    variants = certbot_variants()
+    if not variants:
+        pytest.skip("no certbot (run .ci/bootstrap)")
+    with Pebble() as server:
+        server.start(tmp_path / "pebble")
+        yield Certbot(variants[min(variants)], server, tmp_path / "certbot")
+
+
+def test_certbot_run_and_renew_with_wazo_ssh(fresh: Legacy, pebble_certbot: Certbot) -> None:
+    """The migration through `certbot run -i wazo --wazo-ssh`, and the renewal timer's
+    `certbot renew`, which reads --wazo-ssh back from the renewal configuration."""
+    cb, targets, target = pebble_certbot, fresh.targets, fresh.target
+    name = target.host.name
+    wazo = ["-i", "wazo", "--wazo-ssh", target.destination, "--wazo-ssh-config",
+            str(targets.ssh_config), "--wazo-root", str(target.root),
+            "--wazo-probe-timeout", "20"]
+    result = cb.run("run", *cb.standalone_args(), *wazo, "-d", name)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    first = leaf_of(cb.live(name) / "fullchain.pem")
+    assert serves(targets, target, first)
+    renewal = (cb.config_dir / "renewal" / f"{name}.conf").read_text()
+    assert f"wazo_ssh = {target.destination}" in renewal
+    renew = cb.run("renew", "--force-renewal")
+    assert renew.returncode == 0, renew.stdout[-3000:] + renew.stderr[-3000:]
+    second = leaf_of(cb.live(name) / "fullchain.pem")
+    assert second != first and serves(targets, target, second)
