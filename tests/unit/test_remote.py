@@ -1,0 +1,82 @@
+"""Remote mode's pure parts: destinations, per-host roots, the mirror's lines and names.
+(The SSH side runs against real sshd in tests/remote.)"""
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from certbot_wazo import fleet, options, remote
+from certbot_wazo.deployment import Settings
+from certbot_wazo.files import read_state
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_destinations_come_from_ssh_lists_and_a_hosts_file_without_repeats(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# the HA pair\nroot@pbx-a\n\nroot@pbx-c  # and one more\nroot@pbx-b\n")
+    found = options.destinations(["root@pbx-a,root@pbx-b", "pbx.example.com"], str(hosts))
+    assert found == ["root@pbx-a", "root@pbx-b", "pbx.example.com", "root@pbx-c"]
+
+
+@pytest.mark.parametrize("bad", ["-oProxyCommand=touch /tmp/x", "root@pbx x", "root@", "a;b"])
+def test_a_destination_that_ssh_could_read_as_an_option_or_a_command_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"^--ssh: .* is not \[USER@\]HOST"):
+        options.destinations([bad])
+    with pytest.raises(ValueError, match=r"--wazo-ssh: "):
+        options.settings(ssh=bad)
+
+
+def test_an_unreadable_hosts_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/missing: cannot be read"):
+        options.destinations([], str(tmp_path / "missing"))
+
+
+def test_host_colon_root_gives_that_host_its_own_root() -> None:
+    base = Settings(root=Path("/"))
+    assert fleet.at(base, "root@pbx-a") == Settings(root=Path("/"), ssh="root@pbx-a")
+    assert fleet.at(base, "root@pbx-b:/srv/wazo") == Settings(root=Path("/srv/wazo"),
+                                                              ssh="root@pbx-b")
+    assert options.settings(ssh="root@pbx-b:/srv/wazo").root == Path("/srv/wazo")
+
+
+def test_the_mirror_names_paths_and_commands_as_the_host_does() -> None:
+    access = remote.SshAccess("root@pbx", Path("/srv/wazo"))
+    try:
+        local = access.local_root(Path("/srv/wazo"))
+        crt = local / "usr/share/xivo-certs/server.crt"
+        assert access.describe(f"{crt}: expired") == \
+            "root@pbx:/srv/wazo/usr/share/xivo-certs/server.crt: expired"
+        command = [str(local / "usr/bin/wazo-service"), "restart", "all"]
+        on_host = access.host_argv(command)
+        assert on_host == ["/srv/wazo/usr/bin/wazo-service", "restart", "all"]
+        assert access.local_argv(on_host) == command
+    finally:
+        access.close()
+    assert not local.exists()  # the mirror (it holds keys) is gone with the connection
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the mirror keeps the host's owners (root)")
+def test_fetched_lines_become_files_links_and_directories_with_their_owner_and_mode(
+        tmp_path: Path) -> None:
+    remote._mirror_entry(tmp_path, f"D 755 0 0 {b64('etc/xivo')}")
+    remote._mirror_entry(tmp_path, f"F 640 0 33 {b64('etc/xivo/server.key')} {b64('KEY')}")
+    remote._mirror_entry(tmp_path, f"L 0 0 0 {b64('etc/xivo/link')} {b64('server.key')}")
+    remote._mirror_entry(tmp_path, f"X 755 0 0 {b64('usr/bin/wazo-service')}")
+    key = read_state(tmp_path / "etc/xivo/server.key")
+    assert (key.data, key.mode, key.uid, key.gid) == (b"KEY", 0o640, 0, 33)
+    assert os.readlink(tmp_path / "etc/xivo/link") == "server.key"
+    assert os.access(tmp_path / "usr/bin/wazo-service", os.X_OK)
+
+
+@pytest.mark.parametrize("rel", ["../escape", "/etc/passwd", "etc/../../escape"])
+def test_a_fetched_path_outside_the_root_is_ignored(tmp_path: Path, rel: str) -> None:
+    box = tmp_path / "box"
+    (box / "root").mkdir(parents=True)
+    remote._mirror_entry(box / "root", f"F 644 0 0 {b64(rel)} {b64('x')}")
+    assert sorted(p.name for p in box.rglob("*")) == ["root"]
