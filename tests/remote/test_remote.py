@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certbot_wazo.pair import load_chain
 from tests.pki import CA
+from tests.sandbox.acme import Pebble
 from tests.sandbox.certbot import Certbot, certbot_variants
 from tests.sandbox.host import build_host
 from tests.sandbox.remote import Target, Targets
@@ -223,15 +224,20 @@ def _target(targets: Targets, name: str) -> Target:
         return targets.add(name, lambda root: build_host(root, "legacy"))
 
 
-@pytest.fixture
-def pebble_certbot(tmp_path: Path) -> Iterator[Certbot]:
-    from tests.sandbox.acme import Pebble
-    variants = certbot_variants()
-    if not variants:
-        pytest.skip("no certbot (run .ci/bootstrap)")
+@pytest.fixture(scope="module")
+def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
     with Pebble() as server:
-        server.start(tmp_path / "pebble")
-        yield Certbot(variants[min(variants)], server, tmp_path / "certbot")
+        server.start(tmp_path_factory.mktemp("pebble"))
+        yield server
+
+
+@pytest.fixture(params=sorted(certbot_variants()) or ["none"])
+def pebble_certbot(pebble: Pebble, tmp_path: Path, request: pytest.FixtureRequest) -> Certbot:
+    """Each certbot there is: Debian's (2.1 on Debian 12) and the newest from PyPI."""
+    variants = certbot_variants()
+    if request.param not in variants:
+        pytest.skip("no certbot (run .ci/bootstrap)")
+    return Certbot(variants[request.param], pebble, tmp_path / "certbot")
 
 
 def test_certbot_run_and_renew_with_wazo_ssh(fresh: Legacy, pebble_certbot: Certbot) -> None:

@@ -1,0 +1,75 @@
+"""Every release of the corpus (hosts built from upstream's facts) deployed over SSH, with only sh
+and coreutils in the host's sessions: each endpoint of the release's table serves the new pair,
+and revert puts every file back byte for byte."""
+from __future__ import annotations
+
+import functools
+import os
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.pki import CA
+from tests.sandbox.release import build_release, releases
+from tests.sandbox.remote import Target, Targets
+from tests.sandbox.tree import differences, snapshot
+
+REPO = Path(__file__).resolve().parents[2]
+NAME = "wazo.example.test"
+
+
+@pytest.fixture(scope="module")
+def ca() -> CA:
+    return CA("Remote releases")
+
+
+def served(targets: Targets, target: Target, address: str) -> bytes:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with targets.tunnel(target, int(port), f"[{host}]" if ":" in host else host) as sock:
+        sock.settimeout(10)
+        with ctx.wrap_socket(sock, server_hostname=NAME) as tls:
+            return tls.getpeercert(binary_form=True) or b""
+
+
+def certbot_wazo(targets: Targets, target: Target, bundle: Path,
+                 *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "certbot_wazo.cli", *args, "--ssh", target.destination,
+         "--ssh-config", str(targets.ssh_config), "--root", str(target.root)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "SSL_CERT_FILE": str(bundle)})
+
+
+@pytest.mark.parametrize("release", releases())
+def test_release_deployed_and_reverted_over_ssh(targets: Targets, ca: CA, tmp_path: Path,
+                                               release: str) -> None:
+    target = targets.add("r" + release.replace(".", ""),
+                         functools.partial(build_release, release=release, name=NAME))
+    try:
+        bundle = ca.trust_bundle(tmp_path / "trust.pem")
+        before = snapshot(target.root)
+        fullchain, key = ca.issue(tmp_path / "pair", names=[NAME])
+        deployed = certbot_wazo(targets, target, bundle, "deploy", "--cert", str(fullchain),
+                                "--key", str(key), "--hostname", NAME, "--probe-timeout", "30")
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        leaf = x509.load_pem_x509_certificates(fullchain.read_bytes())[0] \
+            .public_bytes(Encoding.DER)
+        for unit, address in target.host.endpoints.items():
+            assert served(targets, target, address) == leaf, unit
+        status = certbot_wazo(targets, target, bundle, "status", "--hostname", NAME)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"release {release}, family " in status.stdout, status.stdout
+
+        reverted = certbot_wazo(targets, target, bundle, "revert")
+        assert reverted.returncode == 0, reverted.stdout + reverted.stderr
+        assert differences(before, snapshot(target.root)) == []
+    finally:
+        target.stop()
