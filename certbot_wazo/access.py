@@ -143,12 +143,12 @@ class LocalAccess:
             raise HostError(f"{path}: the lock file cannot be opened ({exc.strerror}; "
                             f"{what})") from None
         try:
-            if not _try_lock(fd):
-                holder = _holder(path)
+            if not self._take(fd, path):
+                holder = _holder(path) or _remote_holder(path)
                 notify(f"{path}: another certbot-wazo deployment is running{holder}; "
                        f"waiting up to {timeout:g} s")
                 deadline = time.monotonic() + timeout
-                while not _try_lock(fd):
+                while not self._take(fd, path):
                     if time.monotonic() >= deadline:
                         raise LockBusyError(f"{path}: another certbot-wazo deployment is still "
                                             f"running{holder} (wait for it to finish, then run "
@@ -162,6 +162,17 @@ class LocalAccess:
             yield
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _take(fd: int, path: Path) -> bool:
+        """The flock, unless a remote run (remote.SshAccess) holds the host's lock.d: each side
+        takes its own, then looks at the other's."""
+        if not _try_lock(fd):
+            return False
+        if _remote_holder(path):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        return True
 
     def run(self, argv: Sequence[str], timeout: float) -> str:
         """run()."""
@@ -201,6 +212,30 @@ def _try_lock(fd: int) -> bool:
         if exc.errno in (errno.EAGAIN, errno.EACCES):
             return False
         raise
+
+
+def _remote_holder(lock: Path) -> str:
+    """" (a remote run from HOST)" while a live process holds lock.d next to lock (its SSH
+    session's process, or a command it started), else ""."""
+    for name in ("owner", "command"):
+        try:
+            words = (lock.parent / "lock.d" / name).read_text().split()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if len(words) >= 2 and words[0].isdigit() and _start_time(int(words[0])) == words[1]:
+            who = words[2] if len(words) > 2 else "another machine"
+            return f" (a remote run from {who})"
+    return ""
+
+
+def _start_time(pid: int) -> str:
+    """Field 22 of /proc/PID/stat (the process's start time), "" when it is gone."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat_line.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else ""
 
 
 def _holder(path: Path) -> str:

@@ -216,7 +216,21 @@ take() {
     printf '%s\n' "$me" > "$tmp/owner" && mv -T -- "$tmp" "$lock" 2>/dev/null && return 0
     rm -rf -- "$tmp"; return 1
 }
-if take; then echo OK; exit 0; fi
+# A local certbot-wazo holds an flock on $state/lock (access.LocalAccess): each side takes its
+# own lock, then looks at the other's.
+local_holder() {
+    ino=$(stat -c %i -- "$state/lock" 2>/dev/null) || return 1
+    while read -r n kind adv mode pid dev rest; do
+        case $kind:$dev in FLOCK:*:"$ino") echo "$pid"; return 0 ;; esac
+    done < /proc/locks
+    return 1
+}
+if take; then
+    if holder=$(local_holder); then
+        rm -rf -- "$lock"; echo "HELD a local certbot-wazo, pid $holder"; exit 0
+    fi
+    echo OK; exit 0
+fi
 if alive "$lock/owner" || alive "$lock/command"; then
     read -r pid start who < "$lock/owner"; echo "HELD $who"; exit 0
 fi
@@ -227,7 +241,14 @@ if mv -T -- "$lock" "$dead" 2>/dev/null; then
     fi
     rm -rf -- "$dead"
 fi
-if take; then echo OK; else echo "HELD a run that just started"; fi
+if take; then
+    if holder=$(local_holder); then
+        rm -rf -- "$lock"; echo "HELD a local certbot-wazo, pid $holder"; exit 0
+    fi
+    echo OK
+else
+    echo "HELD a run that just started"
+fi
 """
 
 UNLOCK = r"""

@@ -258,3 +258,26 @@ def test_certbot_run_and_renew_with_wazo_ssh(fresh: Legacy, pebble_certbot: Cert
     assert renew.returncode == 0, renew.stdout[-3000:] + renew.stderr[-3000:]
     second = leaf_of(cb.live(name) / "fullchain.pem")
     assert second != first and serves(targets, target, second)
+
+
+def test_a_local_run_holding_the_hosts_lock_keeps_a_remote_run_waiting(
+        fresh: Legacy, ca: CA, tmp_path: Path) -> None:
+    """certbot-wazo run on the host itself holds its flock: the remote run sees it through
+    /proc/locks (sh and coreutils only), waits and names it, then deploys."""
+    import fcntl
+    import threading
+    state = fresh.root / "var/lib/certbot-wazo"
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    timer = threading.Timer(3.0, os.close, (fd,))
+    timer.start()
+    try:
+        fullchain, _ = ca.issue(tmp_path / "lineage")
+        result = cw(fresh.targets, "deploy", *remote_args(fresh.target), "--lineage",
+                    str(tmp_path / "lineage"))
+    finally:
+        timer.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"running (a local certbot-wazo, pid {os.getpid()})" in result.stdout
+    assert serves(fresh.targets, fresh.target, leaf_of(fullchain))

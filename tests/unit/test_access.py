@@ -1,0 +1,60 @@
+"""LocalAccess: this machine's changes, commands and the lock it shares with remote runs."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from certbot_wazo import access
+from certbot_wazo.access import LocalAccess
+from certbot_wazo.errors import LockBusyError
+
+
+def _start_time(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
+
+
+def test_a_remote_run_holding_lock_d_keeps_a_local_run_waiting(tmp_path: Path) -> None:
+    """A run from another machine holds the host's lock.d (its SSH session's process is alive):
+    the local run waits for it, and names it."""
+    (tmp_path / "lock.d").mkdir()
+    (tmp_path / "lock.d/owner").write_text(f"{os.getpid()} {_start_time(os.getpid())} ctl-1\n")
+    waits: list[str] = []
+    with pytest.raises(LockBusyError, match=r"lock: another certbot-wazo deployment is still "
+                       r"running \(a remote run from ctl-1\)"):
+        with LocalAccess().lock(tmp_path / "lock", 0.3, waits.append):
+            pass
+    assert waits and "a remote run from ctl-1" in waits[0]
+
+
+def test_a_stale_lock_d_does_not_block(tmp_path: Path) -> None:
+    """Its owner is gone (a dropped connection): the local run goes on."""
+    (tmp_path / "lock.d").mkdir()
+    (tmp_path / "lock.d/owner").write_text(f"{os.getpid()} 1 ctl-1\n")  # another start time
+    with LocalAccess().lock(tmp_path / "lock", 0.0, lambda _: None):
+        pass
+
+
+def test_the_local_lock_is_taken_once_the_remote_run_ends(tmp_path: Path) -> None:
+    (tmp_path / "lock.d").mkdir()
+    owner = tmp_path / "lock.d/owner"
+    owner.write_text(f"{os.getpid()} {_start_time(os.getpid())} ctl-1\n")
+    timer = threading.Timer(0.5, owner.unlink)
+    timer.start()
+    try:
+        with LocalAccess().lock(tmp_path / "lock", 10, lambda _: None):
+            assert not owner.exists()
+    finally:
+        timer.cancel()
+
+
+def test_connect_and_describe_are_the_machine_itself(tmp_path: Path) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    with server, LocalAccess().connect("127.0.0.1", server.getsockname()[1], 2.0):
+        pass
+    assert LocalAccess().describe(f"{tmp_path}: x") == f"{tmp_path}: x"
+    assert LocalAccess().host_argv(["/usr/bin/x", "y"]) == ["/usr/bin/x", "y"]
+    assert access.LocalAccess().refresh() is False
