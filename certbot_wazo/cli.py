@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -214,8 +215,11 @@ def _action(deployment: Deployment, args: argparse.Namespace) -> None:
 
     :raises WazoError: it failed
     """
-    if args.command == "retry":
-        deployment.retry()
+    if args.command == "retry":  # with the failed deployment's own settings, as locally
+        saved = dataclasses.replace(_retry_settings(deployment, args),
+                                    ssh=deployment.settings.ssh,
+                                    ssh_config=deployment.settings.ssh_config)
+        Deployment(saved, notify=deployment.notify, access=deployment.access).retry()
     elif args.command == "recover":
         if not deployment.recover_if_idle(boot=args.boot):
             print(deployment.access.describe(f"{deployment.host.root}: no interrupted "

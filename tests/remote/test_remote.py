@@ -281,3 +281,22 @@ def test_a_local_run_holding_the_hosts_lock_keeps_a_remote_run_waiting(
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"running (a local certbot-wazo, pid {os.getpid()})" in result.stdout
     assert serves(fresh.targets, fresh.target, leaf_of(fullchain))
+
+
+def test_a_failed_renewal_is_remembered_on_the_host_and_retried_over_ssh(
+        fresh: Legacy, ca: CA, tmp_path: Path) -> None:
+    """The failure record lives on the host; `retry --ssh` deploys it with its own settings."""
+    targets, target = fresh.targets, fresh.target
+    fullchain, _ = ca.issue(tmp_path / "lineage")
+    target.host.fault("restart-fails")
+    failed = cw(targets, "deploy", *remote_args(target), "--lineage", str(tmp_path / "lineage"),
+                "--hostname", target.host.name)
+    assert failed.returncode == 1
+    record = json.loads((target.root / "var/lib/certbot-wazo/failed.json").read_text())
+    assert record["settings"]["hostname"] == target.host.name
+    target.host.fault("restart-fails", False)
+    retried = cw(targets, "retry", *remote_args(target))
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert "Retrying the deployment" in retried.stdout
+    assert serves(targets, target, leaf_of(fullchain))
+    assert not (target.root / "var/lib/certbot-wazo/failed.json").exists()
