@@ -33,7 +33,10 @@ class Outcome:
     message: str = ""
 
     def __str__(self) -> str:
-        return f"{self.destination}: {self.state}" + (f": {self.message}" if self.message else "")
+        message = self.message
+        if message.startswith(f"{self.destination}: "):
+            message = message[len(self.destination) + 2:]
+        return f"{self.destination}: {self.state}" + (f": {message}" if message else "")
 
 
 def at(settings: Settings, destination: str) -> Settings:
@@ -56,12 +59,15 @@ def on_host(settings: Settings, notify: Notify, action: Callable[[Deployment], T
             deployment = Deployment(settings, notify)
             return action(deployment)
         except ConnectionLostError as exc:
+            lost = _described(exc, deployment)
             if not settings.ssh or attempt >= RECONNECTS:
-                raise
+                raise lost from None
             attempt += 1
-            notify(f"{exc}; reconnecting to finish or undo what was started "
+            notify(f"{lost}; reconnecting to finish or undo what was started "
                    f"(attempt {attempt} of {RECONNECTS})")
             time.sleep(RECONNECT_PAUSE)
+        except WazoError as exc:
+            raise _described(exc, deployment) from None
         finally:
             if deployment is not None:
                 deployment.plan = None  # an abandoned plan must not keep the connection
@@ -110,7 +116,8 @@ def _all_or_nothing(destinations: list[str], settings: Settings, cert: Path, key
                     outcomes[destination] = Outcome(destination, UNCHANGED)
                     deployment.close()
             except WazoError as exc:
-                outcomes[destination] = Outcome(destination, FAILED, str(exc))
+                outcomes[destination] = Outcome(destination, FAILED,
+                                                str(_described(exc, deployment)))
                 deployment.close()
                 break
         if any(o.state == FAILED for o in outcomes.values()):
@@ -126,7 +133,8 @@ def _all_or_nothing(destinations: list[str], settings: Settings, cert: Path, key
                 activated.append((destination, deployment))
                 outcomes[destination] = Outcome(destination, DEPLOYED)
             except WazoError as exc:
-                outcomes[destination] = Outcome(destination, FAILED, str(exc))
+                outcomes[destination] = Outcome(destination, FAILED,
+                                                str(_described(exc, deployment)))
                 break
         if len(activated) < len(pending):
             for destination, deployment in pending[len(activated) + 1:]:
@@ -136,7 +144,7 @@ def _all_or_nothing(destinations: list[str], settings: Settings, cert: Path, key
             for destination, deployment in activated:
                 failure = _attempt(functools.partial(
                     deployment.restore, deployment.journal.previous,
-                    "Rolled back (--all-or-nothing)"))
+                    "Rolled back (--all-or-nothing)"), deployment)
                 outcomes[destination] = Outcome(
                     destination, FAILED if failure else ROLLED_BACK,
                     failure or "the previous pair is back (--all-or-nothing)")
@@ -147,12 +155,20 @@ def _all_or_nothing(destinations: list[str], settings: Settings, cert: Path, key
             deployment.close()
 
 
-def _attempt(action: Callable[[], object]) -> str:
+def _described(exc: WazoError, deployment: Optional[Deployment]) -> WazoError:
+    """The error naming the host's paths as the admin knows them (never a local mirror's)."""
+    if deployment is None:
+        return exc
+    described = type(exc)(deployment.access.describe(str(exc)))
+    return described
+
+
+def _attempt(action: Callable[[], object], deployment: Optional[Deployment] = None) -> str:
     """Run action; what went wrong ("" when it worked)."""
     try:
         action()
     except WazoError as exc:
-        return str(exc)
+        return str(_described(exc, deployment))
     return ""
 
 

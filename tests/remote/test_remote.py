@@ -300,3 +300,50 @@ def test_a_failed_renewal_is_remembered_on_the_host_and_retried_over_ssh(
     assert "Retrying the deployment" in retried.stdout
     assert serves(targets, target, leaf_of(fullchain))
     assert not (target.root / "var/lib/certbot-wazo/failed.json").exists()
+
+
+@pytest.mark.parametrize("case", ["unknown host key", "unresolvable host", "no such root",
+                                  "not a wazo root", "symlinked certificate directory"])
+def test_bad_remote_input_is_one_line_naming_the_host_and_changes_nothing(
+        fresh: Legacy, ca: CA, tmp_path: Path, case: str) -> None:
+    targets, target = fresh.targets, fresh.target
+    ca.issue(tmp_path / "lineage")
+    config = targets.ssh_config
+    destination, root = target.destination, str(target.root)
+    expected = {
+        "unknown host key": "root@pbx1: failed: cannot connect over SSH (Host key verification "
+                            "failed.)",
+        "unresolvable host": "root@nohost: failed: cannot connect over SSH",
+        "no such root": "root@pbx1: failed: root@pbx1:/nonexistent: no such directory on the "
+                        "host (check --root)",
+        "not a wazo root": f"root@pbx1: failed: root@pbx1:{tmp_path}/usr/share/xivo-certs: no "
+                           "Wazo certificate directory",
+        "symlinked certificate directory": f"root@pbx1: failed: root@pbx1:{root}/usr/share/"
+                                           "xivo-certs: is a symlink on the way to",
+    }[case]
+    if case == "unknown host key":
+        config = tmp_path / "ssh_config"
+        config.write_text(targets.ssh_config.read_text().replace(str(targets.known_hosts),
+                                                                 "/dev/null"))
+    elif case == "unresolvable host":
+        destination = "root@nohost"
+    elif case == "no such root":
+        root = "/nonexistent"
+    elif case == "not a wazo root":
+        root = str(tmp_path)
+    else:
+        certs = target.root / "usr/share/xivo-certs"
+        certs.rename(certs.with_name("xivo-certs.real"))
+        certs.symlink_to("xivo-certs.real")
+    before = fresh.files()
+    result = subprocess.run(
+        [sys.executable, "-m", "certbot_wazo.cli", "deploy", "--ssh", destination, "--root", root,
+         "--ssh-config", str(config), "--lineage", str(tmp_path / "lineage")],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+    assert "/tmp/cw-" not in result.stdout + result.stderr  # never the local mirror's paths
+    assert differences(before, fresh.files()) == []
+    assert not (target.root / "var/lib/certbot-wazo/transaction").exists()
