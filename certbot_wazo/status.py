@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certbot_wazo import desired, overrides, releases, tls
+from certbot_wazo import desired, directories, overrides, releases, tls
 from certbot_wazo.deployment import Deployment
 from certbot_wazo.errors import LockBusyError, WazoError
 from certbot_wazo.files import ABSENT, read_state
@@ -92,6 +92,7 @@ def check(deployment: Deployment, config_dir: Path,
     _check_endpoints(deployment, pair, report)
     _check_nginx_foreign(host, pair, report)
     _check_configuration(deployment, pair, report)
+    _check_directories(host, pair, report)
     _check_lineage(config_dir, report, pair)
     try:
         failure = deployment.journal.failure()
@@ -103,6 +104,15 @@ def check(deployment: Deployment, config_dir: Path,
                                f"{failure.error} (`certbot-wazo retry` deploys it; certbot.timer "
                                "runs it twice a day)")
     return report
+
+
+def _check_directories(host: Host, pair: Pair, report: Report) -> None:
+    """The directory definitions of the asterisk database that the installed pair breaks (a
+    CA-issued certificate for the host's name: localhost and server.crt no longer verify)."""
+    summary, found = directories.problems(host, report.hostname)
+    report.configuration["directories"] = summary
+    if pair.leaf.issuer != pair.leaf.subject:
+        report.problems += found
 
 
 def _deployed_name(deployment: Deployment, pair: Pair) -> str:

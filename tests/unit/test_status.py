@@ -39,7 +39,8 @@ def check(pbx: FakePBX, tmp_path: Path) -> status.Report:
 def test_a_deployed_host_is_healthy(deployed: FakePBX, tmp_path: Path) -> None:
     report = check(deployed, tmp_path)
     assert report.problems == []
-    assert report.configuration == {"overrides": "ok", "links": "ok", "hosts": "ok"}
+    assert report.configuration == {"overrides": "ok", "links": "ok", "hosts": "ok",
+                                    "directories": "none in a database certbot-wazo can read"}
     assert report.hostname == NAME and all(e["ok"] for e in report.endpoints)
 
 

@@ -1,0 +1,68 @@
+"""Which directory definitions a CA-issued certificate breaks, on rows shaped as each release's
+model stores them (tests/data/upstream-notes/directories.yml: test_schema, caveats)."""
+from __future__ import annotations
+
+import pytest
+
+from certbot_wazo import directories
+from certbot_wazo.directories import Part
+
+NAME = "wazo.example.com"
+CRT = "/usr/share/xivo-certs/server.crt"
+CERTS = {CRT, "/usr/share/wazo-certs/server.crt"}
+
+
+def problems(parts: list[Part]) -> list[str]:
+    return [p for p in (part.problem(NAME, CERTS) for part in parts) if p]
+
+
+def test_the_default_xivo_directory_of_16_16_to_18_03_is_plain_http_and_left_alone() -> None:
+    row = {"id": 1, "uri": "http://localhost:9487", "dirtype": "xivo", "name": "xivo",
+           "xivo_verify_certificate": False, "xivo_custom_ca_path": None}
+    assert problems(directories._directory_parts(row)) == []
+
+
+@pytest.mark.parametrize("ca_path, expected", [
+    (CRT, ["connects to localhost", f"verifies against {CRT}"]),
+    ("", ["connects to localhost"]),  # "yes" in the web interface: the system store
+])
+def test_a_directory_switched_to_https_on_localhost_is_named_with_the_fix(
+        ca_path: str, expected: list[str]) -> None:
+    row = {"id": 3, "uri": "https://localhost:9486", "dirtype": "xivo", "name": "wazo",
+           "xivo_verify_certificate": True, "xivo_custom_ca_path": ca_path}
+    [found] = problems(directories._directory_parts(row))
+    assert found.startswith("asterisk database, directories 'wazo' (id 3), confd: ")
+    assert all(e in found for e in expected)
+    assert f"set its host to {NAME}" in found
+
+
+def test_other_directory_types_are_never_read_as_wazo_ones() -> None:
+    row = {"id": 2, "uri": "ldapfilter://x", "dirtype": "ldapfilter", "name": "ldap"}
+    assert directories._directory_parts(row) == []
+
+
+def test_19_17_sources_on_localhost_verifying_server_crt_are_both_named() -> None:
+    row = {"uuid": "u-1", "name": "auto_wazo_master", "backend": "wazo", "extra_fields": {
+        "auth": {"host": "localhost", "port": 9497, "verify_certificate": CRT},
+        "confd": {"host": "localhost", "port": 9486, "https": True, "verify_certificate": CRT}}}
+    found = problems(directories._source_parts(row))
+    assert [f.split(":")[0] for f in found] == [
+        "asterisk database, dird_source 'auto_wazo_master' (u-1), confd",
+        "asterisk database, dird_source 'auto_wazo_master' (u-1), auth"]
+
+
+def test_20_16_plain_http_localhost_sources_are_fine_but_an_nginx_routed_one_is_not() -> None:
+    plain = {"uuid": "u-2", "name": "auto_wazo_x", "backend": "wazo", "extra_fields":
+             '{"confd": {"host": "localhost", "port": 9486, "https": false, "prefix": null},'
+             ' "auth": {"host": "localhost", "port": 9497, "https": false, "prefix": null}}'}
+    routed = {"uuid": "u-3", "name": "old", "backend": "wazo", "extra_fields": {
+        "confd": {"host": NAME, "https": True, "prefix": "/api/confd",
+                  "verify_certificate": CRT}}}
+    assert problems(directories._source_parts(plain)) == []
+    [found] = problems(directories._source_parts(routed))
+    assert f"verifies against {CRT}" in found and "connects to" not in found
+
+
+def test_damaged_extra_fields_are_skipped_not_fatal() -> None:
+    assert directories._source_parts({"uuid": "u", "extra_fields": "{not json"}) == []
+    assert directories._source_parts({"uuid": "u", "extra_fields": ["x"]}) == []
