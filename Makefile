@@ -2,7 +2,7 @@
 PYTHON_NEW := .venv/bin/python
 PYTHON_DEB := .venv-debian/bin/python
 
-.PHONY: bootstrap demo test lint unit mutation e2e releases remote test-platforms bench clean
+.PHONY: bootstrap demo test lint unit mutation e2e database releases remote test-platforms bench clean
 
 bootstrap:
 	@bash .ci/bootstrap
@@ -30,15 +30,19 @@ e2e: bootstrap
 	CERTBOT_WAZO_REQUIRE=pypi,debian $(PYTHON_NEW) -m pytest -q tests/e2e
 
 # Every release of the corpus (tests/data/releases) on real ports, in a private network namespace.
+# The tests' own PostgreSQL (Debian's, private socket, no TCP) with each release's asterisk schema.
+database: bootstrap
+	CERTBOT_WAZO_REQUIRE=postgres $(PYTHON_NEW) -m pytest -q tests/database
+
 releases: bootstrap
-	CERTBOT_WAZO_REQUIRE=netns unshare --net sh -c 'ip link set lo up && exec $(PYTHON_NEW) -m pytest -q tests/releases'
+	CERTBOT_WAZO_REQUIRE=netns,postgres unshare --net sh -c 'ip link set lo up && exec $(PYTHON_NEW) -m pytest -q tests/releases'
 
 # Remote targets (tests/sandbox/remote.py): sandbox hosts each in a network namespace of its own,
 # reached over SSH through Debian's real sshd, under a private network namespace.
 remote: bootstrap
 	CERTBOT_WAZO_REQUIRE=netns unshare --net sh -c 'ip link set lo up && exec $(PYTHON_NEW) -m pytest -q tests/remote'
 
-test: lint unit e2e releases remote
+test: lint unit e2e database releases remote
 
 # The Debian package built, linted, installed and run end to end in a chroot of Debian 11, 12 and
 # 13, each with its own certbot (tests/platforms; chroots cached in /var/cache/certbot-wazo).

@@ -44,7 +44,7 @@ from typing import Callable, ContextManager, Iterator, Optional
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certbot_wazo import desired, failpoints, services, tls
+from certbot_wazo import desired, directories, failpoints, records, services, tls
 from certbot_wazo.access import Access, LocalAccess
 from certbot_wazo.errors import (
     CommandError,
@@ -108,6 +108,10 @@ class Plan:
     gentle: list[list[str]] = dataclasses.field(default_factory=list)
     # The services reach each other by NAME (upstream's overrides), so NAME must be on 127.0.0.1.
     loopback_name: bool = False
+    # Directory definitions of the asterisk database to change (after the files), and whether a
+    # column that no longer holds its old value fails the plan (deploy) or is left (restore).
+    database: list[directories.Change] = dataclasses.field(default_factory=list)
+    database_strict: bool = True
 
     @property
     def restart_levels(self) -> list[list[list[str]]]:
@@ -117,7 +121,7 @@ class Plan:
     @property
     def empty(self) -> bool:
         """Nothing to change: the host already has this pair and configuration."""
-        return not self.changes and not self.update_config
+        return not self.changes and not self.update_config and not self.database
 
     def record(self, previous_der: bytes) -> Transaction:
         """What crash recovery needs to finish or undo this plan."""
@@ -126,7 +130,8 @@ class Plan:
                            restarts=self.restarts, gentle=self.gentle,
                            endpoints=list(self.endpoints), previous_leaf=previous_der,
                            new_leaf=self.expect_der, label=self.label, verify=self.verify,
-                           written={path: digest(state) for path, state in self.changes})
+                           written={path: digest(state) for path, state in self.changes},
+                           database=[c.to_json() for c in self.database])
 
     @classmethod
     def recorded(cls, record: Transaction, source: str) -> Plan:
@@ -134,7 +139,8 @@ class Plan:
         return cls(hostname=record.hostname, generation=record.generation, changes=[],
                    update_config=record.update_config, restarts=record.restarts,
                    endpoints=record.endpoints, expect_der=record.new_leaf, verify=record.verify,
-                   label=record.label, source=source, gentle=record.gentle)
+                   label=record.label, source=source, gentle=record.gentle,
+                   database=[directories.Change(**c) for c in record.database])
 
 
 class Deployment:
@@ -507,12 +513,34 @@ class Deployment:
         changes = [(p, s) for p, s in reversed(entries) if read_state(self.host.path(p)) != s]
         crt = next((s for p, s in entries if p.endswith("/server.crt") and s.kind == FILE), None)
         der = _leaf_der(crt.data if crt else self._installed_chain(), snapshot.path)
+        database = self._saved_directories(snapshot)
+        restarts = services.restart_commands(self.host, generation) \
+            if changes or database else []
+        if database:
+            restarts += self._dird_restart(restarts)
         return Plan(hostname=self.host.fqdn() or "localhost", generation=generation,
                     changes=changes, update_config=generation == LEGACY
                     and any(p == HOSTS_CUSTOM for p, _ in changes),
-                    restarts=services.restart_commands(self.host, generation) if changes else [],
-                    endpoints=self.endpoints(), expect_der=der, verify=False, label=label,
-                    source=str(snapshot.path))
+                    restarts=restarts, endpoints=self.endpoints(), expect_der=der, verify=False,
+                    label=label, source=str(snapshot.path), database=database,
+                    database_strict=False)
+
+    def _saved_directories(self, snapshot: Snapshot) -> list[directories.Change]:
+        """The directory definitions' changes that put back what snapshot saved, for the
+        columns that still hold what certbot-wazo wrote (an admin's later edit is kept)."""
+        _, meta = snapshot.read()
+        if snapshot.path == self.journal.original.path:
+            saved = records.Original.from_json(meta, snapshot.path).database
+        else:
+            saved = Transaction.from_json(meta, snapshot.path).database
+        if not saved:
+            return []
+        back = [directories.Change(**c).reverse() for c in reversed(saved)]
+        try:
+            return directories.pending(self.host, back, self.settings.command_timeout)
+        except HostError as exc:
+            self.notify(f"Directory definitions not put back: {exc}")
+            return []
 
     def _forget_host(self) -> None:
         """After a revert: certbot-wazo keeps nothing about this host."""
@@ -574,8 +602,13 @@ class Deployment:
         # ends with `wazo-service restart all`.
         restarts = services.restart_commands(
             self.host, LEGACY if state.removing else state.generation) if changes else []
+        database = self._directory_changes(pair, hostname)
+        if database:
+            restarts = restarts or services.restart_commands(
+                self.host, LEGACY if state.removing else state.generation)
+            restarts += self._dird_restart(restarts)
         pair_files = {path for path, _ in desired.pair_files(self.host, pair)}
-        pair_only = bool(changes) and not update_config and \
+        pair_only = bool(changes) and not update_config and not database and \
             all(self.host.path(p) in pair_files for p, _ in changes)
         # What serves the pair is read from the host's configuration even when --wazo-probe
         # names the endpoints to check.
@@ -583,7 +616,33 @@ class Deployment:
             if pair_only and state.generation == LEGACY else []
         return Plan(hostname, state.generation, changes, update_config, restarts, endpoints,
                     pair.leaf_der, label=f"Deployed certificate sha256 {pair.fingerprint[:16]}…",
-                    source=str(pair.cert_path), gentle=gentle, loopback_name=state.overrides)
+                    source=str(pair.cert_path), gentle=gentle, loopback_name=state.overrides,
+                    database=database)
+
+    def _directory_changes(self, pair: Pair, hostname: str) -> list[directories.Change]:
+        """The directory definitions a CA-issued pair breaks, to change in this transaction
+        (upstream's last manual step); a database that cannot be read changes nothing."""
+        if pair.leaf.issuer == pair.leaf.subject:
+            return []
+        try:
+            found = directories.changes(self.host, hostname, self.settings.command_timeout)
+        except HostError as exc:
+            self.notify(f"Directory definitions not checked: {exc}")
+            return []
+        if found:
+            self.notify(f"Pointing {len(found)} setting(s) of the directory definitions at "
+                        f"{hostname} and the system trust store (`certbot-wazo revert` puts "
+                        "them back)")
+        return found
+
+    def _dird_restart(self, restarts: list[list[str]]) -> list[list[str]]:
+        """wazo-dird reads its sources at start: restarted unless `restart all` does it."""
+        if any(argv[-2:] == ["restart", "all"] for argv in restarts):
+            return []
+        systemctl = self.host.command("systemctl")
+        if systemctl is None or not self.host.path("/etc/wazo-dird").is_dir():
+            return []
+        return [[str(systemctl), "restart", "wazo-dird"]]
 
     def _check_profile(self, generation: str) -> None:
         """A forced profile that is not the host's own changes what is restarted (legacy
@@ -667,6 +726,10 @@ class Deployment:
         if plan.update_config:
             services.update_config(self.host, self.settings.command_timeout)
             failpoints.hit("after-update-config")
+        if plan.database:  # in one database transaction, once the files are in place
+            directories.apply(self.host, plan.database, plan.database_strict,
+                              self.settings.command_timeout)
+            failpoints.hit("after-database")
 
     def _probe_before_restart(self, plan: Plan, pair: Pair) -> None:
         directory = self.host.cert_dirs()[0]
@@ -735,6 +798,13 @@ class Deployment:
                 services.update_config(self.host, self.settings.command_timeout)
             except CommandError as exc:  # the template is back; /etc/hosts follows next run
                 self.notify(f"While restoring the previous hosts template: {exc}")
+        database_failure = None
+        if plan.database:  # never over an admin's later edit (strict=False)
+            try:
+                directories.apply(self.host, [c.reverse() for c in reversed(plan.database)],
+                                  False, self.settings.command_timeout)
+            except HostError as exc:
+                database_failure = str(exc)
         if restarted and previous and tls.describe_failures(
                 self._probe(endpoints, name, previous, 1.0, verify=False)) is None:
             restarted = False  # every endpoint still serves the previous pair: no restart
@@ -747,6 +817,9 @@ class Deployment:
                                    "it and run again: the restore will be retried)")
             if failure:
                 self.notify(f"After restoring the previous certificate: {failure}")
+        if database_failure is not None:
+            raise CommandError(f"{database_failure} (while putting the directory definitions "
+                               "back; fix it and run again: the undo will be retried)")
         self.journal.transaction.remove()
 
     # -- helpers ------------------------------------------------------------------------------

@@ -23,13 +23,15 @@ postgresql://asterisk:proformatique@localhost/asterisk).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from typing import Any, Optional
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from certbot_wazo.errors import CommandError, HostError
 from certbot_wazo.host import Host
+from certbot_wazo.records import ROW_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,10 @@ TABLES_QUERY = ("SELECT coalesce(string_agg(relname::text, ','), '') FROM pg_cla
                 "= 'r' AND pg_table_is_visible(oid) AND relname IN ('directories', 'dird_source')")
 ROWS_QUERY = {
     "directories": "SELECT coalesce(json_agg(row_to_json(r)), '[]'::json) FROM directories r",
-    "dird_source": "SELECT coalesce(json_agg(row_to_json(r)), '[]'::json) FROM dird_source r",
+    # extra_fields as its exact text: an undo must give back the very bytes it found
+    "dird_source": "SELECT coalesce(json_agg(json_build_object('uuid', uuid, 'name', name, "
+                   "'backend', backend, 'extra_fields', extra_fields::text)), '[]'::json) "
+                   "FROM dird_source",
 }
 # The daemons whose configuration names the asterisk database, in the order they are asked.
 DB_URI_UNITS = ("wazo-dird", "xivo-dird", "wazo-confgend", "xivo-confgend")
@@ -85,27 +90,212 @@ def read(host: Host, timeout: float = QUERY_TIMEOUT) -> Optional[list[Part]]:
         db_uri, no such table)
     :raises HostError: the database cannot be read (psql failed)
     """
-    psql = host.command("psql")
-    uri = _db_uri(host)
-    if psql is None or uri is None:
+    data = _rows(host, timeout)
+    if data is None:
         return None
-    tables = _query(host, [str(psql)], uri, TABLES_QUERY, timeout).strip().split(",")
-    present = [t for t in TABLES if t in tables]
-    if not present:
-        return None
-    data: dict[str, Any] = {}
-    for table in present:
-        try:
-            data[table] = json.loads(_query(host, [str(psql)], uri, ROWS_QUERY[table], timeout))
-        except ValueError:
-            raise HostError(f"{psql}: unreadable answer about the directory definitions of "
-                            f"{table} (check the asterisk database)") from None
     parts: list[Part] = []
     for row in _mapping_list(data.get("directories")):
         parts += _directory_parts(row)
     for row in _mapping_list(data.get("dird_source")):
         parts += _source_parts(row)
     return parts
+
+
+def _database(host: Host) -> Optional[tuple[str, str]]:
+    """The host's psql and the asterisk database's URI, when both are known."""
+    psql = host.command("psql")
+    uri = _db_uri(host)
+    return (str(psql), uri) if psql is not None and uri is not None else None
+
+
+def _rows(host: Host, timeout: float) -> Optional[dict[str, Any]]:
+    """The rows of the definitions' tables, by table (None: no database, no table).
+
+    :raises HostError: the database cannot be read
+    """
+    database = _database(host)
+    if database is None:
+        return None
+    psql, uri = database
+    tables = _query(host, [psql], uri, TABLES_QUERY, timeout).strip().split(",")
+    present = [t for t in TABLES if t in tables]
+    if not present:
+        return None
+    data: dict[str, Any] = {}
+    for table in present:
+        try:
+            data[table] = json.loads(_query(host, [psql], uri, ROWS_QUERY[table], timeout))
+        except ValueError:
+            raise HostError(f"{psql}: unreadable answer about the directory definitions of "
+                            f"{table} (check the asterisk database)") from None
+    return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One column of one definition: what it holds (old) and what it must hold (new).
+    dird_source's extra_fields are compared and written as their exact JSON text."""
+
+    table: str
+    key: str
+    column: str
+    old: Optional[object]
+    new: Optional[object]
+
+    def reverse(self) -> Change:
+        """The change that puts old back."""
+        return dataclasses.replace(self, old=self.new, new=self.old)
+
+    def to_json(self) -> dict[str, Any]:
+        """For the undo log."""
+        return dataclasses.asdict(self)
+
+
+def changes(host: Host, hostname: str, timeout: float = QUERY_TIMEOUT) -> list[Change]:
+    """What the definitions need for a CA-issued certificate for hostname: host NAME instead
+    of localhost, the system trust store instead of server.crt (other rows, other types and
+    plain-HTTP parts untouched).
+
+    :raises HostError: the database cannot be read
+    """
+    data = _rows(host, timeout)
+    if data is None:
+        return []
+    cert_paths = host.cert_paths()
+    found: list[Change] = []
+    for row in _mapping_list(data.get("directories")):
+        found += _directory_changes(row, hostname, cert_paths)
+    for row in _mapping_list(data.get("dird_source")):
+        found += _source_changes(row, hostname, cert_paths)
+    return found
+
+
+def apply(host: Host, wanted: list[Change], strict: bool = True,
+          timeout: float = QUERY_TIMEOUT) -> None:
+    """Make every change in one database transaction: all or none. A column that no longer
+    holds its old value (an admin's edit meanwhile) fails the whole transaction when strict,
+    and is left as it is otherwise (an undo never overwrites a later edit).
+
+    :raises HostError: psql failed, or (strict) a definition changed meanwhile; the database
+        is as it was
+    """
+    database = _database(host)
+    if not wanted:
+        return
+    if database is None:
+        raise HostError(f"{host.root}: the asterisk database cannot be reached any more (no psql "
+                        "or db_uri; put the directory definitions back by hand)")
+    psql, uri = database
+    tag = "$cw_" + hashlib.sha256(repr(wanted).encode()).hexdigest()[:12] + "$"
+    body = []
+    for change in wanted:
+        column = _IDENT[change.column]
+        key = f"id = {int(change.key)}" if change.table == "directories" else \
+            f"uuid = {_literal(change.key)}"
+        cast = "::text" if change.column == "extra_fields" else ""
+        new = _literal(change.new) + ("::json" if cast else "")
+        missed = (f"RAISE EXCEPTION 'certbot-wazo: {change.table} {_safe(change.key)} changed "
+                  "meanwhile'" if strict else f"RAISE NOTICE 'left as is: {change.table} "
+                  f"{_safe(change.key)}'")
+        # identifiers come from fixed tables, every value through _literal()
+        body.append(f"UPDATE {_TABLE[change.table]} SET {column} = {new} WHERE {key} AND "  # noqa: S608
+                    f"{column}{cast} IS NOT DISTINCT FROM {_literal(change.old)}; "
+                    f"IF NOT FOUND THEN {missed}; END IF;")
+    sql = f"SET standard_conforming_strings = on; DO {tag} BEGIN {' '.join(body)} END {tag};"
+    if sql.count(tag) != 2:
+        raise HostError(f"{host.root}: a directory definition holds {tag} (change it by hand)")
+    _query(host, [psql], uri, sql, timeout)
+    logger.debug("directory definitions: %d change(s) made (strict %s)", len(wanted), strict)
+
+
+def pending(host: Host, wanted: list[Change], timeout: float = QUERY_TIMEOUT) -> list[Change]:
+    """The changes whose column still holds their old value (what apply() would change).
+
+    :raises HostError: the database cannot be read
+    """
+    data = _rows(host, timeout) or {}
+    current: dict[tuple[str, str, str], object] = {}
+    for table, key in (("directories", "id"), ("dird_source", "uuid")):
+        for row in _mapping_list(data.get(table)):
+            for column, value in row.items():
+                current[(table, str(row.get(key)), column)] = value
+    return [c for c in wanted if (c.table, c.key, c.column) in current
+            and current[(c.table, c.key, c.column)] == c.old]
+
+
+_IDENT = {c: c for c in ROW_COLUMNS}
+_TABLE = {t: t for t in TABLES}
+
+
+def _literal(value: object) -> str:
+    """An SQL literal (standard_conforming_strings on: only ' needs doubling)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    text = str(value)
+    if "\0" in text:
+        raise HostError("a directory definition holds a NUL byte (change it by hand)")
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _safe(key: str) -> str:
+    return "".join(c for c in key if c.isalnum() or c in "-_")
+
+
+def _directory_changes(row: dict[str, Any], hostname: str,
+                       cert_paths: set[str]) -> list[Change]:
+    found = []
+    key = str(row.get("id"))
+    for part in _directory_parts(row):
+        if part.problem(hostname, cert_paths) is None:
+            continue
+        if part.service == "confd":
+            uri = str(row.get("uri") or "")
+            if part.host.lower() in LOCALHOST:
+                found.append(Change("directories", key, "uri", uri,
+                                    _with_host(uri, hostname)))
+            if part.verify in cert_paths:
+                found.append(Change("directories", key, "xivo_custom_ca_path",
+                                    row.get("xivo_custom_ca_path"), ""))
+        else:
+            if part.host.lower() in LOCALHOST:
+                found.append(Change("directories", key, "auth_host", row.get("auth_host"),
+                                    hostname))
+            if part.verify in cert_paths:
+                found.append(Change("directories", key, "auth_custom_ca_path",
+                                    row.get("auth_custom_ca_path"), ""))
+    return found
+
+
+def _source_changes(row: dict[str, Any], hostname: str, cert_paths: set[str]) -> list[Change]:
+    text = row.get("extra_fields")
+    old = text if isinstance(text, str) else json.dumps(text)
+    try:
+        extra = json.loads(old)
+    except ValueError:
+        return []
+    fixed = False
+    for part in _source_parts(row):
+        if part.problem(hostname, cert_paths) is None:
+            continue
+        section = extra[part.service]
+        if part.host.lower() in LOCALHOST:
+            section["host"] = hostname
+        if part.verify in cert_paths:
+            section["verify_certificate"] = True
+        fixed = True
+    return [Change("dird_source", str(row.get("uuid")), "extra_fields", old,
+                   json.dumps(extra))] if fixed else []
+
+
+def _with_host(uri: str, hostname: str) -> str:
+    """uri with its host replaced (scheme, port and path kept)."""
+    parts = urlsplit(uri)
+    netloc = hostname + (f":{parts.port}" if parts.port else "")
+    if parts.username:
+        netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def problems(host: Host, hostname: str, timeout: float = QUERY_TIMEOUT) -> tuple[str, list[str]]:

@@ -127,7 +127,10 @@ class Journal:
             original, saved = [], Original(time.time(), record.generation)
         known = {p for p, _ in original}
         missing = [(p, s) for p, s in entries if p not in known]
-        if missing or not self.original.exists():
+        columns = {(c["table"], c["key"], c["column"]) for c in saved.database}
+        first = [c for c in record.database if (c["table"], c["key"], c["column"]) not in columns]
+        if missing or first or not self.original.exists():
+            saved = dataclasses.replace(saved, database=saved.database + first)
             self.original.write(original + missing, saved.to_json())
         self.transaction.write(entries, dataclasses.replace(record, phase=Phase.INSTALLING)
                                .to_json())

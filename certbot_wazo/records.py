@@ -57,6 +57,8 @@ class Transaction:
     label: str = ""
     verify: bool = True
     written: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> digest
+    # Directory definitions changed in the asterisk database (directories.Change as JSON).
+    database: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object stored in the undo log's manifest."""
@@ -65,7 +67,8 @@ class Transaction:
                 "restarts": self.restarts, "gentle": self.gentle,
                 "endpoints": [[e.address, e.port, e.unit] for e in self.endpoints],
                 "previous_leaf": self.previous_leaf.hex(), "new_leaf": self.new_leaf.hex(),
-                "label": self.label, "verify": self.verify, "written": self.written}
+                "label": self.label, "verify": self.verify, "written": self.written,
+                "database": self.database}
 
     @classmethod
     def from_json(cls, data: object, where: Path) -> Transaction:
@@ -81,7 +84,8 @@ class Transaction:
                        previous_leaf=bytes.fromhex(_str(d.get("previous_leaf", ""))),
                        new_leaf=bytes.fromhex(_str(d.get("new_leaf", ""))),
                        label=_str(d.get("label", "")), verify=_bool(d.get("verify", True)),
-                       written={_str(k): _str(v) for k, v in _dict(d.get("written", {})).items()})
+                       written={_str(k): _str(v) for k, v in _dict(d.get("written", {})).items()},
+                       database=[_row_change(c) for c in _list(d.get("database", []))])
         return _read(data, where, "undo log", build,
                      fix=f"put the previous certificate back by hand if needed (the saved files "
                          f"are in {where}), then remove {where}")
@@ -93,10 +97,14 @@ class Original:
 
     saved: float
     generation: Optional[str]
+    # The first change certbot-wazo made to each directory definition's column (its old value
+    # is the original, put back by revert).
+    database: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object stored in the original state's manifest."""
-        return {"version": VERSION, "saved": self.saved, "generation": self.generation}
+        return {"version": VERSION, "saved": self.saved, "generation": self.generation,
+                "database": self.database}
 
     @classmethod
     def from_json(cls, data: object, where: Path) -> Original:
@@ -104,7 +112,8 @@ class Original:
         def build(d: dict[str, Any]) -> Original:
             generation = d.get("generation")
             return cls(saved=float(d.get("saved", 0.0)),
-                       generation=None if generation is None else _str(generation))
+                       generation=None if generation is None else _str(generation),
+                       database=[_row_change(c) for c in _list(d.get("database", []))])
         return _read(data, where, "saved original state", build)
 
 
@@ -298,6 +307,26 @@ def _dict(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"expected an object, got {value!r}")
     return value
+
+
+# The asterisk database's columns certbot-wazo may change (directories.py).
+ROW_COLUMNS = ("uri", "xivo_verify_certificate", "xivo_custom_ca_path", "auth_host",
+               "auth_verify_certificate", "auth_custom_ca_path", "extra_fields")
+
+
+def _row_change(value: object) -> dict[str, Any]:
+    """A directory definition's change (directories.Change.to_json())."""
+    change = _dict(value)
+    if _str(change["table"]) not in ("directories", "dird_source"):
+        raise ValueError(f"unknown table {change['table']!r}")
+    if _str(change["column"]) not in ROW_COLUMNS:
+        raise ValueError(f"unknown column {change['column']!r}")
+    for side in ("old", "new"):
+        if change.get(side) is not None and not isinstance(change[side], (str, bool)):
+            raise TypeError(f"expected a string, true, false or null, got {change[side]!r}")
+    return {"table": change["table"], "key": _str(change["key"]),
+            "column": _str(change["column"]), "old": change.get("old"),
+            "new": change.get("new")}
 
 
 def _commands(value: object) -> list[Command]:
