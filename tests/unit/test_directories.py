@@ -66,3 +66,65 @@ def test_20_16_plain_http_localhost_sources_are_fine_but_an_nginx_routed_one_is_
 def test_damaged_extra_fields_are_skipped_not_fatal() -> None:
     assert directories._source_parts({"uuid": "u", "extra_fields": "{not json"}) == []
     assert directories._source_parts({"uuid": "u", "extra_fields": ["x"]}) == []
+
+
+def test_changes_keep_the_scheme_port_and_path_and_only_touch_what_breaks() -> None:
+    row = {"id": 3, "uri": "https://localhost:9486/1.1", "dirtype": "xivo", "name": "wazo",
+           "xivo_verify_certificate": True, "xivo_custom_ca_path": CRT}
+    found = directories._directory_changes(row, NAME, CERTS)
+    assert [(c.column, c.old, c.new) for c in found] == [
+        ("uri", "https://localhost:9486/1.1", f"https://{NAME}:9486/1.1"),
+        ("xivo_custom_ca_path", CRT, "")]  # "" is the web interface's "yes": the system store
+    assert [c.reverse().new for c in found] == ["https://localhost:9486/1.1", CRT]
+
+
+def test_a_source_keeps_its_exact_json_text_as_the_old_value() -> None:
+    text = ('{"confd": {"host": "localhost", "port": 9486, "https": true, '
+            f'"verify_certificate": "{CRT}"}},   "auth": {{"host": "localhost"}}}}')
+    [change] = directories._source_changes({"uuid": "u-1", "extra_fields": text}, NAME, CERTS)
+    assert change.old == text  # spacing included: the undo gives back the very bytes
+    new = __import__("json").loads(str(change.new))
+    assert new["confd"] == {"host": NAME, "port": 9486, "https": True,
+                            "verify_certificate": True}
+    assert new["auth"]["host"] == NAME
+
+
+class Recorder:
+    """A host whose psql only records the SQL it is given."""
+
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+        self.access = self
+        self.root = "/"
+
+    def command(self, name: str) -> str:
+        return "/usr/bin/psql"
+
+    def daemon_configs(self) -> dict[str, dict[str, str]]:
+        return {"wazo-dird": {"db_uri": "postgresql://asterisk:pw@localhost/asterisk"
+                                        "?application_name=wazo-dird"}}
+
+    def run(self, argv: list[str], timeout: float) -> str:
+        assert argv[argv.index("-d") + 1] == "postgresql://asterisk:pw@localhost/asterisk"
+        self.sql.append(argv[-1])
+        return ""
+
+
+def test_every_value_reaches_the_database_as_a_literal_in_one_transaction() -> None:
+    host = Recorder()
+    hostile = "https://localhost:9486/'; DROP TABLE directories; --"
+    directories.apply(host, [  # type: ignore[arg-type]
+        directories.Change("directories", "3", "uri", hostile, f"https://{NAME}:9486"),
+        directories.Change("dird_source", "u'1", "extra_fields", "{}", '{"a": "$$"}')])
+    [sql] = host.sql
+    assert "'https://localhost:9486/''; DROP TABLE directories; --'" in sql
+    assert "uuid = 'u''1'" in sql and "'{\"a\": \"$$\"}'::json" in sql
+    assert sql.startswith("SET standard_conforming_strings = on; DO $cw_")
+    assert "RAISE EXCEPTION" in sql  # a definition changed meanwhile fails it all
+
+
+def test_an_undo_leaves_a_later_edit_alone() -> None:
+    host = Recorder()
+    change = directories.Change("directories", "3", "uri", "a", "b")
+    directories.apply(host, [change.reverse()], strict=False)  # type: ignore[arg-type]
+    assert "RAISE NOTICE" in host.sql[0] and "RAISE EXCEPTION" not in host.sql[0]
