@@ -603,7 +603,8 @@ class Deployment:
         restarts = services.restart_commands(
             self.host, LEGACY if state.removing else state.generation) if changes else []
         database = self._directory_changes(pair, hostname)
-        if database:
+        if database:  # a directory lookup's TLS connection to NAME is probed too
+            endpoints += self._lookup_endpoints(hostname, endpoints)
             restarts = restarts or services.restart_commands(
                 self.host, LEGACY if state.removing else state.generation)
             restarts += self._dird_restart(restarts)
@@ -633,6 +634,23 @@ class Deployment:
             self.notify(f"Pointing {len(found)} setting(s) of the directory definitions at "
                         f"{hostname} and the system trust store (`certbot-wazo revert` puts "
                         "them back)")
+        return found
+
+    def _lookup_endpoints(self, hostname: str, known: list[Endpoint]) -> list[Endpoint]:
+        """Where the changed definitions' TLS connections go (NAME is on 127.0.0.1), beyond
+        the endpoints probed anyway; a port where nothing serves TLS now is said, not probed
+        (the definition did not work before either)."""
+        found = []
+        for port in directories.lookup_ports(self.host, hostname, self.settings.command_timeout):
+            if any(port == e.port for e in known):
+                continue
+            endpoint = Endpoint("127.0.0.1", port, "wazo-dird lookups")
+            if tls.serves_tls(endpoint, hostname, connect=self.access.connect):
+                found.append(endpoint)
+            else:
+                self.notify(f"A directory definition connects to {hostname}:{port}, where "
+                            "nothing serves TLS (it did not work before this deployment either: "
+                            "check its port in Configuration → Directories)")
         return found
 
     def _dird_restart(self, restarts: list[list[str]]) -> list[list[str]]:

@@ -62,6 +62,7 @@ class Part:
     host: str
     tls: bool
     verify: object  # True, False or the CA file it verifies against
+    port: int = 443  # where it connects (nginx's 443 when a source names none)
 
     def where(self) -> str:
         """The definition, as an admin finds it."""
@@ -344,12 +345,18 @@ def _directory_parts(row: dict[str, Any]) -> list[Part]:
         return []
     key, name = f"id {row.get('id')}", str(row.get("name") or "")
     uri = urlsplit(str(row.get("uri") or ""))
+    try:
+        port = uri.port or 443
+    except ValueError:
+        port = 443
     parts = [Part("directories", key, name, "confd", uri.hostname or "", uri.scheme == "https",
-                  _verify(row.get("xivo_verify_certificate"), row.get("xivo_custom_ca_path")))]
+                  _verify(row.get("xivo_verify_certificate"), row.get("xivo_custom_ca_path")),
+                  port)]
     if "auth_host" in row:
         parts.append(Part("directories", key, name, "auth", str(row.get("auth_host") or ""),
                           True, _verify(row.get("auth_verify_certificate"),
-                                        row.get("auth_custom_ca_path"))))
+                                        row.get("auth_custom_ca_path")),
+                          _port(row.get("auth_port"), 9497)))
     return parts
 
 
@@ -370,8 +377,24 @@ def _source_parts(row: dict[str, Any]) -> list[Part]:
             verify = section.get("verify_certificate", True)
             parts.append(Part("dird_source", str(row.get("uuid")), str(row.get("name") or ""),
                               service, str(section["host"]), section.get("https", True) is not
-                              False, verify if isinstance(verify, (bool, str)) else True))
+                              False, verify if isinstance(verify, (bool, str)) else True,
+                              _port(section.get("port"), 443)))
     return parts
+
+
+def _port(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and \
+        0 < value < 65536 else default
+
+
+def lookup_ports(host: Host, hostname: str, timeout: float = QUERY_TIMEOUT) -> list[int]:
+    """The ports the definitions that need the change connect to (what a directory lookup's TLS
+    connection to hostname reaches, through the hosts mapping: 127.0.0.1).
+
+    :raises HostError: the database cannot be read
+    """
+    parts = read(host, timeout) or []
+    return sorted({p.port for p in parts if p.problem(hostname, host.cert_paths())})
 
 
 def _verify(flag: object, ca_path: object) -> object:

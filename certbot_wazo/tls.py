@@ -130,6 +130,16 @@ def _served_leaf(endpoint: Endpoint, hostname: str, timeout: float,
             return tls.getpeercert(binary_form=True) or b""
 
 
+def serves_tls(endpoint: Endpoint, hostname: str, timeout: float = 2.0,
+               connect: Connect = direct) -> bool:
+    """Whether anything completes a TLS handshake there (any certificate)."""
+    try:
+        _served_leaf(endpoint, hostname, timeout, connect)
+    except (OSError, ssl.SSLError):
+        return False
+    return True
+
+
 def probe(endpoint: Endpoint, hostname: str, expect_der: bytes, timeout: float = 5.0,
           verify: bool = True, connect: Connect = direct) -> ProbeResult:
     """One handshake: does the endpoint serve expect_der, verified for hostname by the system
