@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.pki import CA
+from tests.sandbox.host import SandboxHost
 from tests.sandbox.release import build_release, releases
 from tests.sandbox.remote import Target, Targets
 from tests.sandbox.tree import differences, snapshot
@@ -73,3 +74,41 @@ def test_release_deployed_and_reverted_over_ssh(targets: Targets, ca: CA, tmp_pa
         assert differences(before, snapshot(target.root)) == []
     finally:
         target.stop()
+
+
+def test_directory_definitions_of_a_legacy_host_over_ssh(targets: Targets, ca: CA,
+                                                         tmp_path: Path) -> None:
+    """18.03 runs Debian 9: remote mode is its way in. Its directory definitions are changed
+    with its own psql over SSH, and revert puts the rows back byte for byte."""
+    from tests.sandbox.database import Postgres, unavailable
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with Postgres() as postgres:
+        postgres.create_asterisk("18.03")
+        postgres.seed_variant("custom")
+
+        def build(root: Path) -> SandboxHost:
+            host = build_release(root, "18.03", NAME)
+            conf_d = host.root / "etc/xivo-confgend/conf.d"
+            conf_d.mkdir(parents=True, exist_ok=True)
+            (conf_d / "zz-tests-database.yml").write_text(f"db_uri: {postgres.uri()}\n")
+            (host.root / "usr/bin/psql").symlink_to("/usr/bin/psql")
+            return host
+
+        target = targets.add("db1803", build)
+        try:
+            bundle = ca.trust_bundle(tmp_path / "trust.pem")
+            dump = postgres.dump()
+            fullchain, key = ca.issue(tmp_path / "pair", names=[NAME])
+            deployed = certbot_wazo(targets, target, bundle, "deploy", "--cert", str(fullchain),
+                                    "--key", str(key), "--hostname", NAME)
+            assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+            custom = next(r for r in postgres.rows() if r["xivo_custom_ca_path"] is not None
+                          and r["uri"].startswith("https://"))
+            assert custom["uri"] == f"https://{NAME}:9486" and custom["xivo_custom_ca_path"] == ""
+            reverted = certbot_wazo(targets, target, bundle, "revert")
+            assert reverted.returncode == 0, reverted.stdout + reverted.stderr
+            assert postgres.dump() == dump
+        finally:
+            target.stop()
