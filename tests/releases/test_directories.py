@@ -148,3 +148,50 @@ def test_a_kill_at_any_step_leaves_rows_and_files_consistent(
         again = deploy(host, bundle, pair)  # and the deployment then goes through
         assert again.returncode == 0, again.stdout + again.stderr
         assert postgres.dump() != dump_before
+
+
+def test_a_failed_restart_puts_the_rows_back_with_the_files(
+        postgres: Postgres, ca: CA, tmp_path: Path) -> None:
+    """The services do not come back on the new pair: the rollback restores the database's
+    definitions exactly, together with the files."""
+    host = wazo_host(tmp_path, postgres, "19.17", ("legacy",))
+    bundle = ca.trust_bundle(tmp_path / "trust.pem")
+    with host:
+        host.start()
+        dump_before, files_before = postgres.dump(), snapshot(host.root)
+        host.fault("restart-fails")
+        failed = deploy(host, bundle, ca.issue(tmp_path / "pair", names=[NAME]))
+        assert failed.returncode == 1
+        assert "the previous certificate was restored" in failed.stderr
+        assert postgres.dump() == dump_before
+        assert differences(files_before, snapshot(host.root)) == []
+
+
+def test_an_admin_edit_made_meanwhile_stops_the_database_step(
+        postgres: Postgres, ca: CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A definition that no longer holds what was read (edited between staging and the
+    database step) fails the whole database transaction: nothing is changed anywhere."""
+    from certbot_wazo import directories
+    from certbot_wazo.deployment import Deployment, Settings
+    from certbot_wazo.errors import WazoError
+    host = wazo_host(tmp_path, postgres, "19.17")
+    bundle = ca.trust_bundle(tmp_path / "trust.pem")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    with host:
+        host.start()
+        files_before = snapshot(host.root)
+        real = directories.apply
+
+        def edited_first(*args: object, **kwargs: object) -> None:
+            postgres.psql("UPDATE dird_source SET extra_fields = '{\"confd\": {}}'::json",
+                          user="asterisk")
+            real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(directories, "apply", edited_first)
+        fullchain, key = ca.issue(tmp_path / "pair", names=[NAME])
+        deployment = Deployment(Settings(root=host.root, hostname=NAME, probe_timeout=30))
+        with pytest.raises(WazoError, match="changed meanwhile"):
+            deployment.run(fullchain, key)
+        # the admin's edit, untouched (the undo left it: it is not what certbot-wazo wrote)
+        assert all(row["extra_fields"] == {"confd": {}} for row in postgres.rows())
+        assert differences(files_before, snapshot(host.root)) == []
