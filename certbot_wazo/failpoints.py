@@ -16,6 +16,12 @@ def on_drop(drop: Callable[[bool], None]) -> None:
     _drops.append(drop)
 
 
+def off_drop(drop: Callable[[bool], None]) -> None:
+    """Forget a connection (it is closed)."""
+    if drop in _drops:
+        _drops.remove(drop)
+
+
 def hit(name: str) -> None:
     """Die at once, like a power cut, when CERTBOT_WAZO_FAILPOINT names this point; with
     NAME:SIGTERM (or another signal's name), receive that signal there instead; with NAME:drop

@@ -397,7 +397,7 @@ class SshAccess:
         return output
 
     # -- reading: the mirror ------------------------------------------------------------------
-    def fetch(self, extra: Sequence[str] = ()) -> None:
+    def fetch(self) -> None:
         """Read the host's files (MIRRORED, then what their symlinks and nginx's certificates
         point to) into the mirror.
 
@@ -654,6 +654,7 @@ class SshAccess:
             _end(self._master)
         shutil.rmtree(self._dir, ignore_errors=True)
         atexit.unregister(self.close)
+        failpoints.off_drop(self.drop)
 
 
 def _mirror_entry(root: Path, line: str) -> None:
