@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(recover)
     recover.add_argument("--boot", action="store_true", help="at boot, before the services "
                          "start: only put the previous files back")
+    recover.add_argument("--boot-database", action="store_true", help="at boot, once "
+                         "PostgreSQL runs and before wazo-dird starts: only put the directory "
+                         "definitions back")
     revert = commands.add_parser("revert", help="back to the state before the first deployment")
     _common(revert)
     return parser
@@ -162,7 +165,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             deployment = Deployment(_retry_settings(deployment, args), notify=_say)
             deployment.retry()
         elif args.command == "recover":
-            if not deployment.recover_if_idle(boot=args.boot):
+            done = deployment.recover_database() if args.boot_database else \
+                deployment.recover_if_idle(boot=args.boot)
+            if not done:
                 print("No interrupted deployment")
         elif args.command == "revert":
             deployment.revert()

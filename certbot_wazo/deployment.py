@@ -425,6 +425,27 @@ class Deployment:
         self._undo(restarted=record.phase == Phase.RESTARTING)
         return True
 
+    def recover_database(self) -> bool:
+        """At boot, once PostgreSQL runs and before wazo-dird starts: put back the directory
+        definitions of an interrupted deployment (`recover --boot` put its files back before
+        the database could be reached); the next run finishes the rest.
+
+        :returns: whether there were any
+        :raises WazoError: the database cannot be reached, or another deployment runs
+        """
+        if not self.journal.transaction.exists():
+            return False
+        with self._locked():
+            record = self.journal.open_transaction()
+            if record is None or not record.database:
+                return False
+            self.notify(f"{self.journal.transaction.path}: a deployment was interrupted; "
+                        "putting the directory definitions back before wazo-dird starts")
+            directories.apply(self.host, [directories.Change(**c).reverse()
+                                          for c in reversed(record.database)],
+                              False, self.settings.command_timeout)
+            return True
+
     def recover_if_idle(self, boot: bool = False, wait: Optional[float] = None) -> bool:
         """recover(), waiting at most wait (default settings.lock_timeout) for the lock.
 
