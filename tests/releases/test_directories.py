@@ -195,3 +195,29 @@ def test_an_admin_edit_made_meanwhile_stops_the_database_step(
         # the admin's edit, untouched (the undo left it: it is not what certbot-wazo wrote)
         assert all(row["extra_fields"] == {"confd": {}} for row in postgres.rows())
         assert differences(files_before, snapshot(host.root)) == []
+
+
+def test_a_reboot_puts_the_rows_back_once_postgresql_runs(
+        postgres: Postgres, ca: CA, tmp_path: Path) -> None:
+    """Power cut after the restart: at boot, `recover --boot` (before the services and the
+    database) puts the files back; `recover --boot-database` (after PostgreSQL, before
+    wazo-dird) the rows; the next run finishes with both as they were."""
+    host = wazo_host(tmp_path, postgres, "19.17", ("legacy",))
+    bundle = ca.trust_bundle(tmp_path / "trust.pem")
+    with host:
+        host.start()
+        dump_before, files_before = postgres.dump(), snapshot(host.root)
+        killed = deploy(host, bundle, ca.issue(tmp_path / "pair", names=[NAME]),
+                        env={"CERTBOT_WAZO_FAILPOINT": "after-restart"})
+        assert killed.returncode == -9
+        assert cli(host, bundle, "recover", "--boot").returncode == 0
+        assert postgres.dump() != dump_before  # not the database: not running yet at boot
+        rows = cli(host, bundle, "recover", "--boot-database")
+        assert rows.returncode == 0, rows.stdout + rows.stderr
+        assert "before wazo-dird starts" in rows.stdout
+        assert postgres.dump() == dump_before
+        assert cli(host, bundle, "recover").returncode == 0
+        assert postgres.dump() == dump_before
+        assert differences(files_before, snapshot(host.root)) == []
+        again = cli(host, bundle, "recover", "--boot-database")
+        assert again.returncode == 0 and "No interrupted deployment" in again.stdout
