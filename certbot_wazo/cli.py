@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Optional, Sequence
 
-from certbot_wazo import fleet, options, status
+from certbot_wazo import files, fleet, monitoring, options, status
 from certbot_wazo.deployment import Deployment, Settings
 from certbot_wazo.errors import SignalledError, WazoError
 from certbot_wazo.records import SavedSettings
@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "healthy (exit 0 healthy, 1 needs attention)")
     _common(status)
     status.add_argument("--json", action="store_true", help="print JSON for monitoring")
+    status.add_argument("--nagios", action="store_true", help="print one Nagios/Icinga plugin "
+                        "line and exit 0 OK, 1 WARNING (expires soon), 2 CRITICAL, 3 UNKNOWN")
+    status.add_argument("--prometheus", metavar="FILE", help="also write the figures as a "
+                        "Prometheus textfile (node_exporter's textfile collector: a .prom file)")
     status.add_argument("--config-dir", default="/etc/letsencrypt", metavar="DIR",
                         help="certbot's configuration directory, to find the newest lineage "
                              "(default /etc/letsencrypt)")
@@ -154,6 +158,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         try:
             return _status(settings, args)
         except (WazoError, OSError) as exc:
+            if args.nagios:  # the plugin could not check: UNKNOWN, one line on stdout
+                print(f"CERTBOT-WAZO UNKNOWN - {_one_line(exc)}")
+                return monitoring.UNKNOWN
             _complain(_one_line(exc))
             return EXIT_FAILED
     deployment = Deployment(settings, notify=_say)
@@ -207,6 +214,14 @@ def _on_hosts(parser: argparse.ArgumentParser, args: argparse.Namespace, setting
             _complain(f"{destination}: {exc}" if not str(exc).startswith(destination)
                       else str(exc))
     if args.command == "status":
+        checked = [(reports[d].pop("_report"), d) for d in remotes if "_report" in reports[d]]
+        monitored = _monitoring(args, checked)
+        if monitored is not None:
+            unreachable = [d for d in remotes if not any(d == h for _, h in checked)]
+            for destination in unreachable:
+                print(f"CERTBOT-WAZO UNKNOWN - {destination}: "
+                      f"{reports[destination]['problems'][0]}")
+            return max([monitored] + [monitoring.UNKNOWN for _ in unreachable])
         if args.json:
             bare = [{k: v for k, v in reports[d].items() if k != "text"} for d in remotes]
             print(json.dumps(bare[0] if len(bare) == 1 else {"hosts": bare}, indent=2))
@@ -241,6 +256,9 @@ def _status_report(deployment: Deployment, args: argparse.Namespace) -> dict[str
     data = json.loads(describe(json.dumps(dict(report.as_json(), messages=messages))))
     data["host"] = deployment.settings.ssh
     data["text"] = describe("\n".join([*messages, report.as_text()]))
+    described = status.Report(**{k: v for k, v in data.items()
+                                 if k in status.Report.__dataclass_fields__})
+    data["_report"] = described
     return dict(data)
 
 
@@ -286,11 +304,34 @@ def _one_line(exc: Exception) -> str:
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     messages: list[str] = []
     report = status.check(Deployment(settings, notify=messages.append), Path(args.config_dir))
+    monitored = _monitoring(args, [(report, None)])
+    if monitored is not None:
+        return monitored
     if args.json:
         print(json.dumps(dict(report.as_json(), messages=messages), indent=2))
     else:
         print("\n".join([*messages, report.as_text()]))
     return EXIT_OK if report.healthy else EXIT_FAILED
+
+
+def _monitoring(args: argparse.Namespace,
+                reports: Sequence[tuple[status.Report, Optional[str]]]) -> Optional[int]:
+    """--prometheus: write the textfile; --nagios: print the plugin lines.
+
+    :returns: the exit code when --nagios answered, else None (the usual output follows)
+    :raises WazoError: the textfile cannot be written
+    """
+    if args.prometheus:
+        path = Path(args.prometheus).absolute()
+        text = monitoring.prometheus_many(reports)
+        files.apply_state(path, files.FileState.file(text.encode(), 0o644))
+    if not args.nagios:
+        return None
+    results = [monitoring.nagios(report) for report, _ in reports]
+    code = max((code for _, code in results), default=monitoring.OK)
+    for (_, host), (line, _) in zip(reports, results):
+        print(line if host is None else line.replace(" - ", f" - {host}: ", 1))
+    return code
 
 
 def _log_to_stderr() -> None:

@@ -65,33 +65,34 @@ MAX_FETCH = 256 * 1024 * 1024
 # Seconds ssh gets on top of a remote command's own timeout before the connection is deemed dead.
 SLACK = 30.0
 
-# Reads the host: one line per entry ("D|F|L|O|X mode uid gid base64(path) [base64(data)]").
+# Reads the host: one line per entry ("D|F|L|O|X mode uid gid mtime base64(path)
+# [base64(data or link target)]").
 FETCH = r"""
 cd -- "$1" 2>/dev/null || { echo "NOROOT"; exit 0; }
 shift
 b() { printf '%s' "$1" | base64 -w0; }
 walk() {
     if [ -L "$1" ]; then
-        t=$(readlink -- "$1"); printf 'L 0 0 0 %s %s\n' "$(b "$1")" "$(b "$t")"
+        t=$(readlink -- "$1"); printf 'L 0 0 0 0 %s %s\n' "$(b "$1")" "$(b "$t")"
     elif [ -d "$1" ]; then
-        printf 'D %s %s\n' "$(stat -c '%a %u %g' -- "$1")" "$(b "$1")"
+        printf 'D %s %s\n' "$(stat -c '%a %u %g %Y' -- "$1")" "$(b "$1")"
         if [ "$2" -gt 0 ]; then
             for c in "$1"/* "$1"/.[!.]* "$1"/..?*; do
                 if [ -e "$c" ] || [ -L "$c" ]; then walk "$c" $(($2 - 1)); fi
             done
         fi
     elif [ -f "$1" ]; then
-        printf 'F %s %s ' "$(stat -c '%a %u %g' -- "$1")" "$(b "$1")"
+        printf 'F %s %s ' "$(stat -c '%a %u %g %Y' -- "$1")" "$(b "$1")"
         head -c 268435457 -- "$1" | base64 -w0; echo
     elif [ -e "$1" ]; then
-        printf 'O 0 0 0 %s\n' "$(b "$1")"
+        printf 'O 0 0 0 0 %s\n' "$(b "$1")"
     fi
 }
 while [ $# -gt 1 ]; do
     depth=$1 pattern=$2; shift 2
     for p in $pattern; do
         if [ "$depth" = x ]; then
-            if [ -f "$p" ] && [ -x "$p" ]; then printf 'X 755 0 0 %s\n' "$(b "$p")"; fi
+            if [ -f "$p" ] && [ -x "$p" ]; then printf 'X 755 0 0 0 %s\n' "$(b "$p")"; fi
         elif [ "$depth" = p ]; then
             p=$(printf '%s' "$pattern" | base64 -d); depth=8
             if [ -e "$p" ] || [ -L "$p" ]; then walk "$p" 8; fi
@@ -667,10 +668,11 @@ def _mirror_entry(root: Path, line: str) -> None:
 
 def _mirror_one(root: Path, line: str) -> None:
     words = line.split(" ")
-    if len(words) < 5 or words[0] not in "DFLOX" or not words[1].isdigit():
+    if len(words) < 6 or words[0] not in "DFLOX" or not words[1].isdigit():
         return
     kind, mode, uid, gid = words[0], int(words[1], 8), int(words[2]), int(words[3])
-    rel = base64.b64decode(words[4]).decode("utf-8", "surrogateescape")
+    mtime = int(words[4])
+    rel = base64.b64decode(words[5]).decode("utf-8", "surrogateescape")
     rel = os.path.normpath(rel)
     if rel.startswith("..") or os.path.isabs(rel):
         return
@@ -680,7 +682,7 @@ def _mirror_one(root: Path, line: str) -> None:
         path.mkdir(exist_ok=True)
         os.chmod(path, mode)
     elif kind == "L":
-        target = base64.b64decode(words[5]).decode("utf-8", "surrogateescape")
+        target = base64.b64decode(words[6]).decode("utf-8", "surrogateescape")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         os.symlink(target, path)
@@ -689,8 +691,10 @@ def _mirror_one(root: Path, line: str) -> None:
         os.mkfifo(path, 0o600)
         return
     else:
-        data = base64.b64decode(words[5]) if kind == "F" and len(words) > 5 else b""
+        data = base64.b64decode(words[6]) if kind == "F" and len(words) > 6 else b""
         files.apply_state(path, FileState.file(data, mode, uid, gid))
+        if mtime:  # when it was last written (status: the last deployment's time)
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
         return
     os.chown(path, uid, gid, follow_symlinks=False)
 

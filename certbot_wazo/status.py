@@ -34,6 +34,8 @@ class Report:
     configuration: dict[str, Any] = dataclasses.field(default_factory=dict)
     lineage: Optional[dict[str, Any]] = None
     problems: list[str] = dataclasses.field(default_factory=list)
+    # When a deployment last committed (its undo log became `previous`), seconds since the epoch.
+    last_success: Optional[float] = None
 
     @property
     def healthy(self) -> bool:
@@ -79,6 +81,9 @@ def check(deployment: Deployment, config_dir: Path,
     host = deployment.host
     report = Report(root=str(host.root))
     _recover(deployment, report)
+    manifest = deployment.journal.previous.path / "manifest.json"
+    if manifest.is_file():
+        report.last_success = manifest.stat().st_mtime
     try:
         report.generation = host.generation(deployment.settings.profile)
     except WazoError as exc:

@@ -135,6 +135,14 @@ def test_deploy_status_and_revert_over_ssh_with_only_sh_and_coreutils(
     report = json.loads(status.stdout)
     assert status.returncode == 0 and report["healthy"], status.stdout + status.stderr
     assert f"{target.destination}:{target.root}" in json.dumps(report)  # its paths, not ours
+    prom = tmp_path / "wazo.prom"
+    nagios = cw(targets, "status", *remote_args(target), "--nagios", "--prometheus", str(prom))
+    assert nagios.returncode == 0, nagios.stdout + nagios.stderr
+    assert nagios.stdout.startswith(f"CERTBOT-WAZO OK - {target.destination}: ")
+    assert f'certbot_wazo_healthy{{host="{target.destination}"}} 1' in prom.read_text()
+    deployed_at = (target.root / "var/lib/certbot-wazo/previous/manifest.json").stat().st_mtime
+    assert f'certbot_wazo_last_success_timestamp_seconds{{host="{target.destination}"}} ' \
+        f"{deployed_at:.0f}" in prom.read_text()  # the host's time, read over SSH
 
     again = cw(targets, "deploy", *remote_args(target), "--lineage", str(tmp_path / "lineage"))
     assert again.returncode == 0 and "already deployed" in again.stdout

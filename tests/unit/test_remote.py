@@ -64,12 +64,14 @@ def test_the_mirror_names_paths_and_commands_as_the_host_does() -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the mirror keeps the host's owners (root)")
 def test_fetched_lines_become_files_links_and_directories_with_their_owner_and_mode(
         tmp_path: Path) -> None:
-    remote._mirror_entry(tmp_path, f"D 755 0 0 {b64('etc/xivo')}")
-    remote._mirror_entry(tmp_path, f"F 640 0 33 {b64('etc/xivo/server.key')} {b64('KEY')}")
-    remote._mirror_entry(tmp_path, f"L 0 0 0 {b64('etc/xivo/link')} {b64('server.key')}")
-    remote._mirror_entry(tmp_path, f"X 755 0 0 {b64('usr/bin/wazo-service')}")
+    remote._mirror_entry(tmp_path, f"D 755 0 0 1700000000 {b64('etc/xivo')}")
+    remote._mirror_entry(tmp_path, f"F 640 0 33 1700000001 {b64('etc/xivo/server.key')} "
+                                   f"{b64('KEY')}")
+    remote._mirror_entry(tmp_path, f"L 0 0 0 0 {b64('etc/xivo/link')} {b64('server.key')}")
+    remote._mirror_entry(tmp_path, f"X 755 0 0 0 {b64('usr/bin/wazo-service')}")
     key = read_state(tmp_path / "etc/xivo/server.key")
     assert (key.data, key.mode, key.uid, key.gid) == (b"KEY", 0o640, 0, 33)
+    assert (tmp_path / "etc/xivo/server.key").stat().st_mtime == 1700000001
     assert os.readlink(tmp_path / "etc/xivo/link") == "server.key"
     assert os.access(tmp_path / "usr/bin/wazo-service", os.X_OK)
 
@@ -78,5 +80,5 @@ def test_fetched_lines_become_files_links_and_directories_with_their_owner_and_m
 def test_a_fetched_path_outside_the_root_is_ignored(tmp_path: Path, rel: str) -> None:
     box = tmp_path / "box"
     (box / "root").mkdir(parents=True)
-    remote._mirror_entry(box / "root", f"F 644 0 0 {b64(rel)} {b64('x')}")
+    remote._mirror_entry(box / "root", f"F 644 0 0 0 {b64(rel)} {b64('x')}")
     assert sorted(p.name for p in box.rglob("*")) == ["root"]
