@@ -215,13 +215,17 @@ def _on_hosts(parser: argparse.ArgumentParser, args: argparse.Namespace, setting
                       else str(exc))
     if args.command == "status":
         checked = [(reports[d].pop("_report"), d) for d in remotes if "_report" in reports[d]]
-        monitored = _monitoring(args, checked)
+        try:
+            monitored = _monitoring(args, checked)
+        except (WazoError, OSError) as exc:
+            _complain(_one_line(exc))
+            return monitoring.UNKNOWN if args.nagios else EXIT_FAILED
         if monitored is not None:
             unreachable = [d for d in remotes if not any(d == h for _, h in checked)]
             for destination in unreachable:
                 print(f"CERTBOT-WAZO UNKNOWN - {destination}: "
                       f"{reports[destination]['problems'][0]}")
-            return max([monitored] + [monitoring.UNKNOWN for _ in unreachable])
+            return monitoring.worst([monitored] + [monitoring.UNKNOWN for _ in unreachable])
         if args.json:
             bare = [{k: v for k, v in reports[d].items() if k != "text"} for d in remotes]
             print(json.dumps(bare[0] if len(bare) == 1 else {"hosts": bare}, indent=2))
@@ -241,7 +245,8 @@ def _action(deployment: Deployment, args: argparse.Namespace) -> None:
                                     ssh_config=deployment.settings.ssh_config)
         Deployment(saved, notify=deployment.notify, access=deployment.access).retry()
     elif args.command == "recover":
-        if not deployment.recover_if_idle(boot=args.boot):
+        if not (deployment.recover_database() if args.boot_database
+                else deployment.recover_if_idle(boot=args.boot)):
             print(deployment.access.describe(f"{deployment.host.root}: no interrupted "
                                              "deployment"))
     elif args.command == "revert":
@@ -328,7 +333,7 @@ def _monitoring(args: argparse.Namespace,
     if not args.nagios:
         return None
     results = [monitoring.nagios(report) for report, _ in reports]
-    code = max((code for _, code in results), default=monitoring.OK)
+    code = monitoring.worst(c for _, c in results)
     for (_, host), (line, _) in zip(reports, results):
         print(line if host is None else line.replace(" - ", f" - {host}: ", 1))
     return code

@@ -559,9 +559,10 @@ class Deployment:
         back = [directories.Change(**c).reverse() for c in reversed(saved)]
         try:
             return directories.pending(self.host, back, self.settings.command_timeout)
-        except HostError as exc:
-            self.notify(f"Directory definitions not put back: {exc}")
-            return []
+        except HostError as exc:  # never forget changes that could not be put back
+            raise HostError(f"{exc} (the directory definitions certbot-wazo changed cannot be "
+                            "put back now: start PostgreSQL, then run again; nothing was "
+                            "changed)") from None
 
     def _forget_host(self) -> None:
         """After a revert: certbot-wazo keeps nothing about this host."""

@@ -118,14 +118,17 @@ def _rows(host: Host, timeout: float) -> Optional[dict[str, Any]]:
     if database is None:
         return None
     psql, uri = database
-    tables = _query(host, [psql], uri, TABLES_QUERY, timeout).strip().split(",")
+    # the last line: psql prints the server's warnings too (a collation version mismatch)
+    lines = _query(host, [psql], uri, TABLES_QUERY, timeout).strip().splitlines()
+    tables = lines[-1].split(",") if lines else []
     present = [t for t in TABLES if t in tables]
     if not present:
         return None
     data: dict[str, Any] = {}
     for table in present:
+        answer = _query(host, [psql], uri, ROWS_QUERY[table], timeout).strip().splitlines()
         try:
-            data[table] = json.loads(_query(host, [psql], uri, ROWS_QUERY[table], timeout))
+            data[table] = json.loads(answer[-1] if answer else "")
         except ValueError:
             raise HostError(f"{psql}: unreadable answer about the directory definitions of "
                             f"{table} (check the asterisk database)") from None
@@ -205,7 +208,7 @@ def apply(host: Host, wanted: list[Change], strict: bool = True,
     sql = f"SET standard_conforming_strings = on; DO {tag} BEGIN {' '.join(body)} END {tag};"
     if sql.count(tag) != 2:
         raise HostError(f"{host.root}: a directory definition holds {tag} (change it by hand)")
-    _query(host, [psql], uri, sql, timeout)
+    _query(host, [psql], uri, sql, timeout, what="changed")
     logger.debug("directory definitions: %d change(s) made (strict %s)", len(wanted), strict)
 
 
@@ -254,8 +257,12 @@ def _directory_changes(row: dict[str, Any], hostname: str,
         if part.service == "confd":
             uri = str(row.get("uri") or "")
             if part.host.lower() in LOCALHOST:
-                found.append(Change("directories", key, "uri", uri,
-                                    _with_host(uri, hostname)))
+                try:
+                    found.append(Change("directories", key, "uri", uri,
+                                        _with_host(uri, hostname)))
+                except ValueError:  # a port out of range: wazo-dird cannot use it either
+                    logger.info("directories %s: %r left as it is (bad port)", key, uri)
+                    continue
             if part.verify in cert_paths:
                 found.append(Change("directories", key, "xivo_custom_ca_path",
                                     row.get("xivo_custom_ca_path"), ""))
@@ -293,7 +300,7 @@ def _source_changes(row: dict[str, Any], hostname: str, cert_paths: set[str]) ->
 def _with_host(uri: str, hostname: str) -> str:
     """uri with its host replaced (scheme, port and path kept)."""
     parts = urlsplit(uri)
-    netloc = hostname + (f":{parts.port}" if parts.port else "")
+    netloc = hostname + (f":{parts.port}" if parts.port is not None else "")
     if parts.username:
         netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
     return urlunsplit(parts._replace(netloc=netloc))
@@ -327,12 +334,24 @@ def _db_uri(host: Host) -> Optional[str]:
     return None
 
 
-def _query(host: Host, psql: list[str], uri: str, sql: str, timeout: float) -> str:
+def _query(host: Host, psql: list[str], uri: str, sql: str, timeout: float,
+           what: str = "read") -> str:
     try:
-        return host.access.run([*psql, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d",
+        return host.access.run([*psql, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-v",
+                                "VERBOSITY=terse", "-d",
                                 uri, "-c", sql], timeout)
     except CommandError as exc:
-        raise HostError(f"the asterisk database cannot be read ({exc})") from None
+        message = str(exc).replace(uri, _redacted(uri)).replace(sql, "SQL")
+        raise HostError(f"the asterisk database cannot be {what} ({message})") from None
+
+
+def _redacted(uri: str) -> str:
+    """The URI without its password (messages and records never carry it)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _mapping_list(value: object) -> list[dict[str, Any]]:

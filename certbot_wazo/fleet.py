@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 from certbot_wazo.deployment import Deployment, Notify, Settings
-from certbot_wazo.errors import ConnectionLostError, WazoError
+from certbot_wazo.errors import ConnectionLostError, HostError, WazoError
 
 T = TypeVar("T")
 
@@ -68,6 +68,9 @@ def on_host(settings: Settings, notify: Notify, action: Callable[[Deployment], T
             time.sleep(RECONNECT_PAUSE)
         except WazoError as exc:
             raise _described(exc, deployment) from None
+        except OSError as exc:  # ssh missing, no temporary directory: one line, no traceback
+            raise HostError(f"{settings.ssh or settings.root}: {exc.strerror or exc} (fix it, "
+                            "then run again)") from None
         finally:
             if deployment is not None:
                 deployment.plan = None  # an abandoned plan must not keep the connection
@@ -149,6 +152,10 @@ def _all_or_nothing(destinations: list[str], settings: Settings, cert: Path, key
                     destination, FAILED if failure else ROLLED_BACK,
                     failure or "the previous pair is back (--all-or-nothing)")
         return _in_order(destinations, outcomes)
+    except Exception as exc:  # not a WazoError: abort every pending host before anything
+        for _, deployment in pending:
+            _attempt(deployment.abort, deployment)
+        raise HostError(f"{exc} (every host not yet restarted was put back)") from None
     finally:
         for _, deployment in pending:
             deployment.plan = None

@@ -193,6 +193,8 @@ class Journal:
         is remembered (so that revert can tell an admin's later edit from its own)."""
         record = self.open_transaction()
         if record is not None:
+            if record.database and self.original.exists():
+                self._remember_written_columns(record)
             if record.written:
                 try:
                     known = self.written()
@@ -204,6 +206,18 @@ class Journal:
             self.access.rename(self.transaction.path, self.previous.path)
             logger.debug(  # pragma: no mutate block
                 "%s: committed, kept as %s", self.transaction.path, self.previous.path)
+
+    def _remember_written_columns(self, record: Transaction) -> None:
+        """What this deployment wrote into each directory definition's column becomes what
+        revert expects to find there (the original value stays the one from before the first
+        deployment)."""
+        _, meta = self.original.read()
+        saved = Original.from_json(meta, self.original.path / MANIFEST)
+        latest = {(c["table"], c["key"], c["column"]): c["new"] for c in record.database}
+        database = [dict(c, new=latest.get((c["table"], c["key"], c["column"]), c["new"]))
+                    for c in saved.database]
+        if database != saved.database:
+            self.original.update_meta(database=database)
 
     @property
     def written_path(self) -> Path:

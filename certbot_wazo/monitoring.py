@@ -3,7 +3,7 @@ code, and a Prometheus textfile for node_exporter's textfile collector."""
 from __future__ import annotations
 
 import datetime
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from certbot_wazo.status import EXPIRY_WARNING_DAYS, Report
 
@@ -36,7 +36,8 @@ def nagios(report: Report) -> tuple[str, int]:
     perf = [f"endpoints_ok={endpoints_ok}", f"endpoints_failed={endpoints_failed}",
             f"problems={len(report.problems)}"]
     if isinstance(days, int):
-        perf.insert(0, f"days_left={days};{EXPIRY_WARNING_DAYS};{CRITICAL_DAYS}")
+        # plugin range syntax: "14:" alerts below 14 (Monitoring Plugins guidelines)
+        perf.insert(0, f"days_left={days};{EXPIRY_WARNING_DAYS}:;{CRITICAL_DAYS}:")
     line = f"CERTBOT-WAZO {STATES[code]} - {what} | {' '.join(perf)}"
     return line.replace("\n", " "), code
 
@@ -49,6 +50,12 @@ HELP = {
     "certbot_wazo_last_success_timestamp_seconds": "When a deployment last committed.",
     "certbot_wazo_endpoint_up": "1 when the endpoint serves the installed certificate.",
 }
+
+
+def worst(codes: Iterable[int]) -> int:
+    """The state of several checks: CRITICAL over UNKNOWN over WARNING over OK."""
+    rank = {OK: 0, WARNING: 1, UNKNOWN: 2, CRITICAL: 3}
+    return max(codes, key=rank.__getitem__, default=OK)
 
 
 def prometheus(report: Report, host: Optional[str] = None) -> str:

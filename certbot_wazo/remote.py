@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import binascii
 import contextlib
 import ctypes
 import hashlib
@@ -62,13 +63,17 @@ MIRRORED: tuple[tuple[str, str], ...] = (
 )
 STATE = "var/lib/certbot-wazo"
 MAX_FETCH = 256 * 1024 * 1024
+# The sessions after the master: through it, or not at all.
+SESSION = ("-q", "-o", "ControlMaster=no", "-o", "ProxyCommand=false")
 # Seconds ssh gets on top of a remote command's own timeout before the connection is deemed dead.
 SLACK = 30.0
 
 # Reads the host: one line per entry ("D|F|L|O|X mode uid gid mtime base64(path)
 # [base64(data or link target)]").
 FETCH = r"""
-cd -- "$1" 2>/dev/null || { echo "NOROOT"; exit 0; }
+exec 2>/dev/null
+echo "CWBEGIN"
+cd -- "$1" || { echo "NOROOT"; exit 0; }
 shift
 b() { printf '%s' "$1" | base64 -w0; }
 walk() {
@@ -135,6 +140,9 @@ put|link)
                sync -- "$tmp"; } 2>/dev/null; then
             rm -f -- "$tmp"; fail WRITE "no space left or I/O error"
         fi
+        if [ "$(sha256sum < "$tmp" | cut -d' ' -f1)" != "$6" ]; then  # a transfer cut short
+            rm -f -- "$tmp"; fail WRITE "the transfer was cut short"
+        fi
     fi
     mv -fT -- "$tmp" "$rel" 2>/dev/null || { rm -f -- "$tmp"; fail WRITE "cannot rename"; }
     sync -- "$d" 2>/dev/null
@@ -186,17 +194,20 @@ esac
 # file) and cannot run forever (timeout); its pid is kept in the lock while it runs, so a run
 # that takes over after a drop waits for it. Prints "RC n" then its output.
 RUN = r"""
-cd -- "$1" 2>/dev/null || { echo "RC 125"; exit 0; }
-lock=$2 limit=$3; shift 3
-out=$(mktemp) || { echo "RC 125"; exit 0; }
+cd -- "$1" 2>/dev/null || { echo "CWRC 125"; exit 0; }
+lock=$2 holder=$3 limit=$4; shift 4
+out=$(mktemp) || { echo "CWRC 125"; exit 0; }
 nohup timeout -k 10 "$limit" "$@" > "$out" 2>&1 < /dev/null &
 pid=$!
-if [ -d "$lock" ]; then
+mine=
+if [ "$holder" != - ] && read -r opid ostart owho < "$lock/owner" 2>/dev/null &&
+        [ "$opid $ostart" = "$holder" ]; then
+    mine=yes  # only the lock's holder records its command (a status run must not)
     echo "$pid $(cut -d' ' -f22 "/proc/$pid/stat" 2>/dev/null)" > "$lock/command" 2>/dev/null
 fi
 wait "$pid"; rc=$?
-rm -f -- "$lock/command" 2>/dev/null
-echo "RC $rc"; head -c 1048576 -- "$out"; rm -f -- "$out"
+if [ -n "$mine" ]; then rm -f -- "$lock/command" 2>/dev/null; fi
+echo "CWRC $rc"; head -c 1048576 -- "$out"; rm -f -- "$out"
 """
 
 # The lock: a directory created by an atomic rename with its owner inside ("pid starttime
@@ -213,10 +224,15 @@ alive() {
 }
 take() {
     tmp=$state/.lock.d.$$
-    rm -rf -- "$tmp"; mkdir -m 700 -- "$tmp" || return 1
-    printf '%s\n' "$me" > "$tmp/owner" && mv -T -- "$tmp" "$lock" 2>/dev/null && return 0
+    rm -rf -- "$tmp"
+    if ! mkdir -m 700 -- "$tmp" 2>/dev/null || ! printf '%s\n' "$me" > "$tmp/owner"; then
+        rm -rf -- "$tmp"; echo "ERR cannot create $tmp (free space or fix the file system)"
+        exit 0
+    fi
+    mv -T -- "$tmp" "$lock" 2>/dev/null && return 0
     rm -rf -- "$tmp"; return 1
 }
+mywho=${me##* }
 # A local certbot-wazo holds an flock on $state/lock (access.LocalAccess): each side takes its
 # own lock, then looks at the other's.
 local_holder() {
@@ -232,12 +248,15 @@ if take; then
     fi
     echo OK; exit 0
 fi
-if alive "$lock/owner" || alive "$lock/command"; then
-    read -r pid start who < "$lock/owner"; echo "HELD $who"; exit 0
-fi
+read -r opid ostart owho < "$lock/owner" 2>/dev/null
+if alive "$lock/command"; then echo "HELD ${owho:-another run} (its command still runs)"; exit 0; fi
+if alive "$lock/owner" && [ "$owho" != "$mywho" ]; then echo "HELD $owho"; exit 0; fi
+# its owner is gone, or is this same run's lost connection (a session sshd has not noticed
+# is dead yet): stale
 dead=$state/.lock.d.dead.$$
 if mv -T -- "$lock" "$dead" 2>/dev/null; then
-    if alive "$dead/owner"; then  # another run took it meanwhile: give it back
+    read -r dpid dstart dwho < "$dead/owner" 2>/dev/null
+    if alive "$dead/owner" && [ "$dwho" != "$mywho" ]; then  # another run took it meanwhile
         mv -T -- "$dead" "$lock" 2>/dev/null; echo "HELD a run that just started"; exit 0
     fi
     rm -rf -- "$dead"
@@ -279,6 +298,7 @@ class SshAccess:
         self._control = self._dir / "c"
         self._master: Optional[subprocess.Popen[bytes]] = None
         self._keeper: Optional[subprocess.Popen[bytes]] = None
+        self._me: Optional[str] = None  # "pid starttime" of the lock's owner, while held
         self._forwards: list[subprocess.Popen[bytes]] = []
         self._closed = False
         self._mirror = LocalAccess()
@@ -338,6 +358,9 @@ class SshAccess:
 
     # -- the connection -----------------------------------------------------------------------
     def _ssh(self, *options: str) -> list[str]:
+        """ssh with the admin's configuration and this run's control socket. The sessions
+        after the master also get ProxyCommand=false: if the master is gone, they fail instead
+        of opening a second connection behind the lock's back."""
         argv = ["ssh"]
         if self.ssh_config is not None:
             argv += ["-F", str(self.ssh_config)]
@@ -386,7 +409,7 @@ class SshAccess:
             raise ConnectionLostError(f"{self.destination}: the SSH connection was lost")
         command = " ".join(["sh", "-c", shlex.quote(script), "sh", *map(shlex.quote, args)])
         try:
-            returncode, output = spawn([*self._ssh("-q", "-o", "ControlMaster=no"),
+            returncode, output = spawn([*self._ssh(*SESSION),
                                         self.destination, command],
                                        timeout + SLACK, stdin=stdin, log=False, limit=limit)
         except CommandError as exc:
@@ -418,6 +441,7 @@ class SshAccess:
     def _fetch_specs(self, specs: list[str]) -> None:
         output = self._exec(FETCH, [str(self.root), *specs], timeout=120, limit=MAX_FETCH)
         lines = output.splitlines()
+        lines = lines[lines.index("CWBEGIN") + 1:] if "CWBEGIN" in lines else []
         if lines and lines[0] == "NOROOT":
             raise HostError(f"{self.destination}:{self.root}: no such directory on the host "
                             "(check --root)")
@@ -427,7 +451,9 @@ class SshAccess:
         root = self.local_root(self.root)
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         for line in lines[:-1]:
-            _mirror_entry(root, line)
+            if not _mirror_entry(root, line):
+                raise ConnectionLostError(f"{self.destination}: an unreadable answer while "
+                                          "reading the host's files (run again)")
 
     def _outside_links(self) -> list[str]:
         """Targets of mirrored symlinks (relative to the root) that were not fetched."""
@@ -490,23 +516,27 @@ class SshAccess:
         """files.apply_state on the host, then on the mirror."""
         rel = self._remote(path)
         logger.debug("%s:%s/%s: %s", self.destination, self.root, rel, state.kind)
-        if state.kind == FILE:
-            digest = self._change("put", rel, secrets.token_hex(6), f"{state.mode:o}",
-                                  str(state.uid), str(state.gid), stdin=state.data)
-            if digest.strip() != hashlib.sha256(state.data).hexdigest():
-                raise HostError(f"{path}: what the host holds now differs from what was sent "
-                                "(check its disk; run again)")
-        elif state.kind == LINK:
-            self._change("link", rel, secrets.token_hex(6), state.target)
-        elif state.kind == DIR:
-            self._change("mkdir", rel, f"{state.mode:o}", str(state.uid), str(state.gid))
-        elif state.kind == ABSENT:
-            self._change("remove", rel)
+        with self._resynced(path):
+            if state.kind == FILE:
+                expected = hashlib.sha256(state.data).hexdigest()
+                digest = self._change("put", rel, secrets.token_hex(6), f"{state.mode:o}",
+                                      str(state.uid), str(state.gid), expected,
+                                      stdin=state.data)
+                if digest.strip() != expected:
+                    raise HostError(f"{path}: what the host holds now differs from what was "
+                                    "sent (check its disk; run again)")
+            elif state.kind == LINK:
+                self._change("link", rel, secrets.token_hex(6), state.target)
+            elif state.kind == DIR:
+                self._change("mkdir", rel, f"{state.mode:o}", str(state.uid), str(state.gid))
+            elif state.kind == ABSENT:
+                self._change("remove", rel)
         self._mirror.apply_state(path, state)
 
     def rename(self, source: Path, target: Path) -> None:
         """mv -T on the host, then on the mirror."""
-        self._change("rename", self._remote(source), self._remote(target))
+        with self._resynced(source, target):
+            self._change("rename", self._remote(source), self._remote(target))
         self._mirror.rename(source, target)
 
     def remove_tree(self, path: Path) -> None:
@@ -514,8 +544,30 @@ class SshAccess:
         rel = self._remote(path)
         if not (rel == STATE or rel.startswith(STATE + "/")):
             raise HostError(f"{path}: not certbot-wazo's state; not removed")
-        self._change("rmtree", rel)
+        with self._resynced(path):
+            self._change("rmtree", rel)
         self._mirror.remove_tree(path)
+
+    @contextlib.contextmanager
+    def _resynced(self, *paths: Path) -> Iterator[None]:
+        """A change that fails or is interrupted may still have happened on the host (the
+        answer was lost, a signal came while ssh ran it): read those paths again, so that the
+        undo that follows compares with what the host holds. When that fails too, the
+        connection is gone and the next run reads everything again."""
+        try:
+            yield
+        except BaseException:
+            for path in paths:
+                try:
+                    if path.is_dir() and not path.is_symlink():
+                        self._mirror.remove_tree(path)
+                    else:
+                        self._mirror.apply_state(path, FileState.absent())
+                    self._fetch_specs(["p", base64.b64encode(self._remote(path).encode())
+                                       .decode()])
+                except (OSError, HostError) as exc:
+                    logger.debug("%s: not read again after a failed change: %s", path, exc)
+            raise
 
     def private_dir(self, path: Path) -> Path:
         """files.ensure_private_dir on the host, then on the mirror."""
@@ -536,11 +588,13 @@ class SshAccess:
         """
         remote = self.host_argv(argv)
         output = self._exec(RUN, [str(self.root), f"{self.root}/{STATE}/lock.d",
-                                  f"{timeout:g}", *remote], timeout=timeout + 15)
-        header, _, text = output.partition("\n")
+                                  self._me or "-", f"{timeout:g}", *remote],
+                            timeout=timeout + 15)
+        # after what the account's login scripts may print: the tagged status line
+        marker = output.find("CWRC ")
+        header, _, text = output[marker if marker >= 0 else len(output):].partition("\n")
         words = header.split()
-        status = int(words[1]) if len(words) == 2 and words[0] == "RC" and \
-            words[1].isdigit() else 125
+        status = int(words[1]) if len(words) == 2 and words[1].isdigit() else 125
         logger.debug("ran on %s: %s: exit status %s; output:%s", self.destination,
                      " ".join(remote), status, "\n" + text.rstrip("\n") if text.strip()
                      else " none")
@@ -571,7 +625,7 @@ class SshAccess:
         host = f"[{address}]" if ":" in address else address
         try:
             proc = subprocess.Popen(
-                self._ssh("-q", "-o", "ControlMaster=no", "-W", f"{host}:{port}",
+                self._ssh(*SESSION, "-W", f"{host}:{port}",
                           self.destination),
                 stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.DEVNULL,
                 start_new_session=True)
@@ -594,11 +648,16 @@ class SshAccess:
         """
         state = self._remote(path.parent)
         keeper = subprocess.Popen(
-            [*self._ssh("-q", "-o", "ControlMaster=no"), self.destination,
+            [*self._ssh(*SESSION), self.destination,
              f"sh -c {shlex.quote(KEEPER)}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, start_new_session=True)
-        me = keeper.stdout.readline().decode(errors="replace").strip() \
-            if keeper.stdout is not None else ""
+        me = ""
+        for _ in range(100):  # past what the account's login scripts may print
+            line = keeper.stdout.readline().decode(errors="replace") if keeper.stdout else ""
+            words = line.split()
+            if not line or (len(words) == 2 and all(w.isdigit() for w in words)):
+                me = " ".join(words)
+                break
         if len(me.split()) != 2:
             _end(keeper)
             raise ConnectionLostError(f"{self.destination}: the SSH connection was lost (taking "
@@ -610,7 +669,11 @@ class SshAccess:
             answer = _last_line(self._exec(LOCK, [str(self.root), state, f"{me} {who}"]))
             if answer == "OK":
                 break
-            holder = answer[5:] if answer.startswith("HELD ") else answer
+            if not answer.startswith("HELD "):
+                _end(keeper)
+                raise HostError(f"{self.local_root(self.root) / state / 'lock.d'}: the lock "
+                                f"cannot be taken ({answer.removeprefix('ERR ') or 'no answer'})")
+            holder = answer[5:]
             where = f"{self.local_root(self.root) / state / 'lock.d'}"
             if time.monotonic() >= deadline:
                 _end(keeper)
@@ -621,10 +684,11 @@ class SshAccess:
                        f"waiting up to {timeout:g} s")
                 told = True
             time.sleep(0.5)
-        self._keeper = keeper
+        self._keeper, self._me = keeper, me
         try:
             yield
         finally:
+            self._me = None
             with contextlib.suppress(ConnectionLostError):
                 self._exec(UNLOCK, [str(self.root), state, me])
             _end(keeper)
@@ -658,21 +722,28 @@ class SshAccess:
         failpoints.off_drop(self.drop)
 
 
-def _mirror_entry(root: Path, line: str) -> None:
-    """One line of FETCH as a file of the mirror (owner and mode as on the host)."""
+def _mirror_entry(root: Path, line: str) -> bool:
+    """One line of FETCH as a file of the mirror (owner and mode as on the host).
+
+    :returns: False when the line is not one FETCH writes (the mirror would be wrong)
+    """
     try:
         _mirror_one(root, line)
-    except (OSError, ValueError, HostError) as exc:  # the host model reports what is missing
+    except (ValueError, binascii.Error, IndexError):
+        logger.debug("malformed line while mirroring: %s", line[:200])
+        return False
+    except (OSError, HostError) as exc:  # the host model reports what is missing
         logger.debug("not mirrored: %s (%s)", line[:200], exc)
+    return True
 
 
 def _mirror_one(root: Path, line: str) -> None:
     words = line.split(" ")
-    if len(words) < 6 or words[0] not in "DFLOX" or not words[1].isdigit():
-        return
+    if len(words) < 6 or words[0] not in ("D", "F", "L", "O", "X"):
+        raise ValueError(line[:80])
     kind, mode, uid, gid = words[0], int(words[1], 8), int(words[2]), int(words[3])
     mtime = int(words[4])
-    rel = base64.b64decode(words[5]).decode("utf-8", "surrogateescape")
+    rel = base64.b64decode(words[5], validate=True).decode("utf-8", "surrogateescape")
     rel = os.path.normpath(rel)
     if rel.startswith("..") or os.path.isabs(rel):
         return
@@ -682,7 +753,7 @@ def _mirror_one(root: Path, line: str) -> None:
         path.mkdir(exist_ok=True)
         os.chmod(path, mode)
     elif kind == "L":
-        target = base64.b64decode(words[6]).decode("utf-8", "surrogateescape")
+        target = base64.b64decode(words[6], validate=True).decode("utf-8", "surrogateescape")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         os.symlink(target, path)
@@ -691,7 +762,8 @@ def _mirror_one(root: Path, line: str) -> None:
         os.mkfifo(path, 0o600)
         return
     else:
-        data = base64.b64decode(words[6]) if kind == "F" and len(words) > 6 else b""
+        data = base64.b64decode(words[6], validate=True) if kind == "F" and len(words) > 6 \
+            else b""
         files.apply_state(path, FileState.file(data, mode, uid, gid))
         if mtime:  # when it was last written (status: the last deployment's time)
             os.utime(path, (mtime, mtime), follow_symlinks=False)

@@ -142,7 +142,7 @@ def test_deploy_status_and_revert_over_ssh_with_only_sh_and_coreutils(
     assert f'certbot_wazo_healthy{{host="{target.destination}"}} 1' in prom.read_text()
     deployed_at = (target.root / "var/lib/certbot-wazo/previous/manifest.json").stat().st_mtime
     assert f'certbot_wazo_last_success_timestamp_seconds{{host="{target.destination}"}} ' \
-        f"{deployed_at:.0f}" in prom.read_text()  # the host's time, read over SSH
+        f"{int(deployed_at)}" in prom.read_text()  # the host's time (whole seconds), over SSH
 
     again = cw(targets, "deploy", *remote_args(target), "--lineage", str(tmp_path / "lineage"))
     assert again.returncode == 0 and "already deployed" in again.stdout

@@ -34,8 +34,15 @@ def test_the_plugin_state_follows_what_is_wrong(days: int, problems: tuple[str, 
     assert line.startswith(f"CERTBOT-WAZO {monitoring.STATES[code]} - wazo.example.com: "
                            f"{days} days left")
     text, perf = line.split(" | ")
-    assert perf.split()[0] == f"days_left={days};14;7"
+    assert perf.split()[0] == f"days_left={days};14:;7:"
     assert (problems[0] in text) if problems else "expires" not in text
+
+
+def test_several_hosts_report_the_worst_state_critical_first() -> None:
+    assert monitoring.worst([monitoring.OK, monitoring.UNKNOWN, monitoring.CRITICAL]) == \
+        monitoring.CRITICAL
+    assert monitoring.worst([monitoring.WARNING, monitoring.UNKNOWN]) == monitoring.UNKNOWN
+    assert monitoring.worst([]) == monitoring.OK
 
 
 def test_the_textfile_has_each_metric_once_and_a_sample_per_host() -> None:

@@ -82,3 +82,48 @@ def test_a_fetched_path_outside_the_root_is_ignored(tmp_path: Path, rel: str) ->
     (box / "root").mkdir(parents=True)
     remote._mirror_entry(box / "root", f"F 644 0 0 0 {b64(rel)} {b64('x')}")
     assert sorted(p.name for p in box.rglob("*")) == ["root"]
+
+
+def sh(script: str, *args: str, stdin: bytes = b"") -> str:
+    """One of remote.py's scripts, run by this machine's sh as the host's sh would run it."""
+    import subprocess
+    return subprocess.run(["sh", "-c", script, "sh", *args], input=stdin, capture_output=True,
+                          check=True).stdout.decode()
+
+
+def test_a_transfer_cut_short_is_never_renamed_into_place(tmp_path: Path) -> None:
+    import hashlib
+    data = b"-----BEGIN PRIVATE KEY-----\n"
+    owner = (str(os.geteuid()), str(os.getegid()))
+    whole = hashlib.sha256(data).hexdigest()
+    cut = sh(remote.CHANGE, str(tmp_path), "put", "certs/server.key", "t1", "640", *owner,
+             whole, stdin=data[:10])
+    assert cut.strip() == "ERR WRITE the transfer was cut short"
+    assert sorted(p.name for p in (tmp_path / "certs").iterdir()) == []  # no temporary left
+    done = sh(remote.CHANGE, str(tmp_path), "put", "certs/server.key", "t2", "640", *owner,
+              whole, stdin=data)
+    assert done.strip() == f"OK {whole}"
+    key = tmp_path / "certs/server.key"
+    assert key.read_bytes() == data and key.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_symlink_on_the_way_is_refused_by_the_hosts_sh(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "certs").symlink_to("real")
+    answer = sh(remote.CHANGE, str(tmp_path), "put", "certs/server.key", "t", "640", "0", "0",
+                "x", stdin=b"k")
+    assert answer.strip() == "ERR SYMLINK ./certs"
+    assert list((tmp_path / "real").iterdir()) == []
+
+
+def test_only_the_lock_holder_records_its_running_command(tmp_path: Path) -> None:
+    """A status run's psql must not overwrite (then delete) the deployment's restart record."""
+    lock = tmp_path / "lock.d"
+    lock.mkdir()
+    (lock / "owner").write_text("111 222 ctl-1\n")
+    (lock / "command").write_text("333 444\n")
+    out = sh(remote.RUN, str(tmp_path), str(lock), "-", "5", "true")
+    assert "CWRC 0" in out
+    assert (lock / "command").read_text() == "333 444\n"
+    out = sh(remote.RUN, str(tmp_path), str(lock), "111 222", "5", "true")
+    assert "CWRC 0" in out and not (lock / "command").exists()  # the holder's: cleared after
