@@ -535,10 +535,8 @@ class Deployment:
         crt = next((s for p, s in entries if p.endswith("/server.crt") and s.kind == FILE), None)
         der = _leaf_der(crt.data if crt else self._installed_chain(), snapshot.path)
         database = self._saved_directories(snapshot)
-        restarts = services.restart_commands(self.host, generation) \
+        restarts = services.restart_commands(self.host, generation, directories=bool(database)) \
             if changes or database else []
-        if database:
-            restarts += self._dird_restart(restarts)
         return Plan(hostname=self.host.fqdn() or "localhost", generation=generation,
                     changes=changes, update_config=generation == LEGACY
                     and any(p == HOSTS_CUSTOM for p, _ in changes),
@@ -620,16 +618,13 @@ class Deployment:
         if refused:
             raise HostError(refused[0])
         endpoints += [e for e in served_by_nginx if all(e.port != known.port for known in endpoints)]
+        database, lookups = self._directory_changes(pair, hostname)
+        endpoints += self._lookup_endpoints(hostname, lookups, endpoints)
         # Removing the overrides is a configuration change of every daemon: upstream's revert
         # ends with `wazo-service restart all`.
         restarts = services.restart_commands(
-            self.host, LEGACY if state.removing else state.generation) if changes else []
-        database = self._directory_changes(pair, hostname)
-        if database:  # a directory lookup's TLS connection to NAME is probed too
-            endpoints += self._lookup_endpoints(hostname, endpoints)
-            restarts = restarts or services.restart_commands(
-                self.host, LEGACY if state.removing else state.generation)
-            restarts += self._dird_restart(restarts)
+            self.host, LEGACY if state.removing else state.generation,
+            directories=bool(database)) if changes or database else []
         pair_files = {path for path, _ in desired.pair_files(self.host, pair)}
         pair_only = bool(changes) and not update_config and not database and \
             all(self.host.path(p) in pair_files for p, _ in changes)
@@ -642,28 +637,32 @@ class Deployment:
                     source=str(pair.cert_path), gentle=gentle, loopback_name=state.overrides,
                     database=database)
 
-    def _directory_changes(self, pair: Pair, hostname: str) -> list[directories.Change]:
+    def _directory_changes(self, pair: Pair,
+                           hostname: str) -> tuple[list[directories.Change], list[int]]:
         """The directory definitions a CA-issued pair breaks, to change in this transaction
-        (upstream's last manual step); a database that cannot be read changes nothing."""
+        (upstream's last manual step), and the ports they connect to; a database that cannot
+        be read changes nothing."""
         if pair.leaf.issuer == pair.leaf.subject:
-            return []
+            return [], []
         try:
-            found = directories.changes(self.host, hostname, self.settings.command_timeout)
+            found, ports = directories.changes(self.host, hostname,
+                                               self.settings.command_timeout)
         except HostError as exc:
             self.notify(f"Directory definitions not checked: {exc}")
-            return []
+            return [], []
         if found:
             self.notify(f"Pointing {len(found)} setting(s) of the directory definitions at "
                         f"{hostname} and the system trust store (`certbot-wazo revert` puts "
                         "them back)")
-        return found
+        return found, ports
 
-    def _lookup_endpoints(self, hostname: str, known: list[Endpoint]) -> list[Endpoint]:
+    def _lookup_endpoints(self, hostname: str, ports: list[int],
+                          known: list[Endpoint]) -> list[Endpoint]:
         """Where the changed definitions' TLS connections go (NAME is on 127.0.0.1), beyond
         the endpoints probed anyway; a port where nothing serves TLS now is said, not probed
         (the definition did not work before either)."""
         found = []
-        for port in directories.lookup_ports(self.host, hostname, self.settings.command_timeout):
+        for port in ports:
             if any(port == e.port for e in known):
                 continue
             endpoint = Endpoint("127.0.0.1", port, "wazo-dird lookups")
@@ -674,15 +673,6 @@ class Deployment:
                             "nothing serves TLS (it did not work before this deployment either: "
                             "check its port in Configuration → Directories)")
         return found
-
-    def _dird_restart(self, restarts: list[list[str]]) -> list[list[str]]:
-        """wazo-dird reads its sources at start: restarted unless `restart all` does it."""
-        if any(argv[-2:] == ["restart", "all"] for argv in restarts):
-            return []
-        systemctl = self.host.command("systemctl")
-        if systemctl is None or not self.host.path("/etc/wazo-dird").is_dir():
-            return []
-        return [[str(systemctl), "restart", "wazo-dird"]]
 
     def _check_profile(self, generation: str) -> None:
         """A forced profile that is not the host's own changes what is restarted (legacy

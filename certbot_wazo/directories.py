@@ -155,23 +155,32 @@ class Change:
         return dataclasses.asdict(self)
 
 
-def changes(host: Host, hostname: str, timeout: float = QUERY_TIMEOUT) -> list[Change]:
+def changes(host: Host, hostname: str,
+            timeout: float = QUERY_TIMEOUT) -> tuple[list[Change], list[int]]:
     """What the definitions need for a CA-issued certificate for hostname: host NAME instead
     of localhost, the system trust store instead of server.crt (other rows, other types and
-    plain-HTTP parts untouched).
+    plain-HTTP parts untouched); and the ports those definitions connect to (what a directory
+    lookup's TLS connection to hostname reaches, through the hosts mapping: 127.0.0.1).
 
     :raises HostError: the database cannot be read
     """
     data = _rows(host, timeout)
     if data is None:
-        return []
+        return [], []
     cert_paths = host.cert_paths()
     found: list[Change] = []
+    ports: set[int] = set()
     for row in _mapping_list(data.get("directories")):
         found += _directory_changes(row, hostname, cert_paths)
+        ports |= _broken_ports(_directory_parts(row), hostname, cert_paths)
     for row in _mapping_list(data.get("dird_source")):
         found += _source_changes(row, hostname, cert_paths)
-    return found
+        ports |= _broken_ports(_source_parts(row), hostname, cert_paths)
+    return found, sorted(ports)
+
+
+def _broken_ports(parts: list[Part], hostname: str, cert_paths: set[str]) -> set[int]:
+    return {p.port for p in parts if p.problem(hostname, cert_paths)}
 
 
 def apply(host: Host, wanted: list[Change], strict: bool = True,
@@ -317,7 +326,8 @@ def problems(host: Host, hostname: str, timeout: float = QUERY_TIMEOUT) -> tuple
         return f"not checked ({exc})", []
     if parts is None:
         return "none in a database certbot-wazo can read", []
-    found = [p for p in (part.problem(hostname, host.cert_paths()) for part in parts) if p]
+    cert_paths = host.cert_paths()
+    found = [p for p in (part.problem(hostname, cert_paths) for part in parts) if p]
     return (f"{len(parts)} confd/auth part(s), {len(found)} to fix" if parts
             else "no confd/auth definition"), found
 
@@ -404,16 +414,6 @@ def _source_parts(row: dict[str, Any]) -> list[Part]:
 def _port(value: object, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and \
         0 < value < 65536 else default
-
-
-def lookup_ports(host: Host, hostname: str, timeout: float = QUERY_TIMEOUT) -> list[int]:
-    """The ports the definitions that need the change connect to (what a directory lookup's TLS
-    connection to hostname reaches, through the hosts mapping: 127.0.0.1).
-
-    :raises HostError: the database cannot be read
-    """
-    parts = read(host, timeout) or []
-    return sorted({p.port for p in parts if p.problem(hostname, host.cert_paths())})
 
 
 def _verify(flag: object, ca_path: object) -> object:

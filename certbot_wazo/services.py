@@ -76,16 +76,20 @@ def update_config(host: Host, timeout: float) -> None:
             raise CommandError(f"{argv[0]}: {line.strip()} (fix the template it names)")
 
 
-def restart_commands(host: Host, generation: str) -> list[list[str]]:
+def restart_commands(host: Host, generation: str, directories: bool = False) -> list[list[str]]:
     """The documented restart of a generation: legacy `wazo-service restart all`; modern nginx
     reload and wazo-phoned restart (asterisk is never restarted there).
 
+    :param directories: the directory definitions changed: wazo-dird, which reads them at
+        start, is restarted too (`restart all` does it on legacy)
     :raises HostError: a needed command is not installed
     """
     if generation == LEGACY:
         return [[str(require(host, "wazo-service", "xivo-service")), "restart", "all"]]
     systemctl = str(require(host, "systemctl"))
     commands = [[systemctl, "reload", "nginx"]]
+    if directories and host.path("/etc/wazo-dird").is_dir():
+        commands.append([systemctl, "restart", "wazo-dird"])
     if host.path("/etc/wazo-phoned").is_dir():
         commands.append([systemctl, "restart", "wazo-phoned"])
     endpoints = host.endpoints()
