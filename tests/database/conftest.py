@@ -3,7 +3,6 @@ session (tests/sandbox/database.py), skipped where the server is not installed, 
 CERTBOT_WAZO_REQUIRE names postgres."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -15,20 +14,14 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.sandbox.database import Postgres, unavailable  # noqa: E402
+from tests.sandbox.requirements import mark_items  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Where no cluster can be made these tests are skipped, or are an error when
     CERTBOT_WAZO_REQUIRE names postgres."""
-    ours = [item for item in items if "tests/database/test_" in str(item.fspath)]
-    reason = unavailable() if ours else None
-    if reason is None:
-        return
-    if "postgres" in os.environ.get("CERTBOT_WAZO_REQUIRE", ""):
-        raise pytest.UsageError(f"tests/database: {reason}")
-    skip = pytest.mark.skip(reason=f"postgres: {reason}")
-    for item in ours:
-        item.add_marker(skip)
+    mark_items(items, "tests/database/test_", "postgres",
+               unavailable)
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +15,7 @@ if str(REPO) not in sys.path:
 from tests.pki import CA  # noqa: E402
 from tests.sandbox.acme import Pebble  # noqa: E402
 from tests.sandbox.certbot import Certbot, CertbotFactory, certbot_variants  # noqa: E402
-from tests.sandbox.host import SandboxHost, build_host  # noqa: E402
+from tests.sandbox.host import SandboxHost, build_host, keep_pristine, restore_pristine  # noqa: E402
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -101,9 +99,7 @@ def shared_legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sa
     base = tmp_path_factory.mktemp("shared")
     host = build_host(base / "legacy-root", "legacy")
     pristine = base / "pristine"
-    pristine.mkdir()
-    subprocess.run(["cp", "-a", str(host.root / "etc"), str(host.root / "usr"), str(pristine)],
-                   check=True)
+    keep_pristine(host.root, pristine)
     try:
         host.start()
         yield host, pristine
@@ -116,10 +112,5 @@ def reset_legacy(shared_legacy: tuple[SandboxHost, Path], trust: Path) -> Sandbo
     """The shared sandbox with Wazo's original files, no certbot-wazo state and no fault armed
     (services keep running: what they serve is not compared before a deployment)."""
     host, pristine = shared_legacy
-    for name in ("etc", "usr", "var/lib/certbot-wazo"):
-        shutil.rmtree(host.root / name, ignore_errors=True)
-    subprocess.run(["cp", "-a", str(pristine / "etc"), str(pristine / "usr"), str(host.root)],
-                   check=True)
-    for fault in (host.root / "run/sandbox/faults").iterdir():
-        fault.unlink()
+    restore_pristine(host.root, pristine)
     return host

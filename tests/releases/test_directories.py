@@ -3,7 +3,6 @@ whose asterisk database is a real PostgreSQL (tests/sandbox/database.py, schema 
 upstream's facts), deployed, checked, reverted and killed at every step."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from tests.pki import CA
 from tests.sandbox.database import SERVER_CRT, Postgres, family, unavailable
 from tests.sandbox.host import SandboxHost
 from tests.sandbox.release import build_release, releases
+from tests.sandbox.requirements import need
 from tests.sandbox.tree import differences, snapshot
 
 CLI = Path(sys.executable).with_name("certbot-wazo")
@@ -25,11 +25,7 @@ STEPS = ("after-backup", "after-write-0", "after-update-config", "after-database
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
-    reason = unavailable()
-    if reason is not None:
-        if "postgres" in os.environ.get("CERTBOT_WAZO_REQUIRE", ""):
-            raise pytest.UsageError(reason)
-        pytest.skip(reason)
+    need("postgres", unavailable())
     with Postgres() as server:
         yield server
 

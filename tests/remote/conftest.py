@@ -2,7 +2,6 @@
 controller's, under which each target gets one of its own (`make remote` runs unshare --net)."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -14,20 +13,14 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.sandbox.remote import Targets, unavailable  # noqa: E402
+from tests.sandbox.requirements import mark_items  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Where targets cannot be made these tests are skipped, or are an error when
     CERTBOT_WAZO_REQUIRE names netns (`make test` runs them under unshare --net)."""
-    ours = [item for item in items if "tests/remote/test_" in str(item.fspath)]
-    reason = unavailable() if ours else None
-    if reason is None:
-        return
-    if "netns" in os.environ.get("CERTBOT_WAZO_REQUIRE", ""):
-        raise pytest.UsageError(f"tests/remote: {reason}: run 'make remote'")
-    skip = pytest.mark.skip(reason=f"remote targets: {reason}")
-    for item in ours:
-        item.add_marker(skip)
+    mark_items(items, "tests/remote/test_", "netns",
+               unavailable, ": run 'make remote'")
 
 
 @pytest.fixture(scope="module")

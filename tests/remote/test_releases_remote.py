@@ -81,9 +81,8 @@ def test_directory_definitions_of_a_legacy_host_over_ssh(targets: Targets, ca: C
     """18.03 runs Debian 9: remote mode is its way in. Its directory definitions are changed
     with its own psql over SSH, and revert puts the rows back byte for byte."""
     from tests.sandbox.database import Postgres, unavailable
-    reason = unavailable()
-    if reason is not None:
-        pytest.skip(reason)
+    from tests.sandbox.requirements import need
+    need("postgres", unavailable())
     with Postgres() as postgres:
         postgres.create_asterisk("18.03")
         postgres.seed_variant("custom")

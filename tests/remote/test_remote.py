@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from certbot_wazo.pair import load_chain
 from tests.pki import CA
 from tests.sandbox.acme import Pebble
 from tests.sandbox.certbot import Certbot, certbot_variants
-from tests.sandbox.host import build_host
+from tests.sandbox.host import build_host, keep_pristine, restore_pristine
 from tests.sandbox.remote import Target, Targets
 from tests.sandbox.tree import Tree, differences, snapshot
 
@@ -71,12 +70,7 @@ class Legacy:
         return self.target.root
 
     def reset(self) -> None:
-        for name in ("etc", "usr", "var/lib/certbot-wazo"):
-            shutil.rmtree(self.root / name, ignore_errors=True)
-        subprocess.run(["cp", "-a", str(self.pristine / "etc"), str(self.pristine / "usr"),
-                        str(self.root)], check=True)
-        for fault in (self.root / "run/sandbox/faults").iterdir():
-            fault.unlink()
+        restore_pristine(self.root, self.pristine)
         result = self.targets.ssh(self.target, str(self.root / "usr/bin/wazo-service"),
                                   "restart", "all")
         assert result.returncode == 0, result.stdout + result.stderr
@@ -99,8 +93,7 @@ def trust(ca: CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def legacy(targets: Targets, tmp_path_factory: pytest.TempPathFactory) -> Legacy:
     target = targets.add("pbx1", lambda root: build_host(root, "legacy"))
     pristine = tmp_path_factory.mktemp("pristine")
-    subprocess.run(["cp", "-a", str(target.root / "etc"), str(target.root / "usr"),
-                    str(pristine)], check=True)
+    keep_pristine(target.root, pristine)
     return Legacy(targets, target, pristine)
 
 

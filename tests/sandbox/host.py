@@ -5,6 +5,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -129,3 +130,20 @@ def build_host(root: Path, generation: str, *, name: str = "wazo.example.test",
     root.mkdir(parents=True, exist_ok=True)
     layout = build(root, generation, name, http_port)
     return SandboxHost(root, generation, name, dict(layout.endpoints))
+
+
+def keep_pristine(root: Path, pristine: Path) -> None:
+    """Copy a built sandbox's Wazo files (etc, usr) aside, owners and modes kept."""
+    pristine.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", str(root / "etc"), str(root / "usr"), str(pristine)], check=True)
+
+
+def restore_pristine(root: Path, pristine: Path) -> None:
+    """Put a sandbox back as built: its Wazo files from keep_pristine(), no certbot-wazo state,
+    no fault armed (running services keep what they loaded)."""
+    for name in ("etc", "usr", "var/lib/certbot-wazo"):
+        shutil.rmtree(root / name, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(pristine / "etc"), str(pristine / "usr"), str(root)],
+                   check=True)
+    for fault in (root / "run/sandbox/faults").iterdir():
+        fault.unlink()

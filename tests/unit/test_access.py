@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from pathlib import Path
 
 import pytest
 
-from certbot_wazo import access
 from certbot_wazo.access import LocalAccess
 from certbot_wazo.errors import LockBusyError
 
@@ -49,12 +47,3 @@ def test_the_local_lock_is_taken_once_the_remote_run_ends(tmp_path: Path) -> Non
             assert not owner.exists()
     finally:
         timer.cancel()
-
-
-def test_connect_and_describe_are_the_machine_itself(tmp_path: Path) -> None:
-    server = socket.create_server(("127.0.0.1", 0))
-    with server, LocalAccess().connect("127.0.0.1", server.getsockname()[1], 2.0):
-        pass
-    assert LocalAccess().describe(f"{tmp_path}: x") == f"{tmp_path}: x"
-    assert LocalAccess().host_argv(["/usr/bin/x", "y"]) == ["/usr/bin/x", "y"]
-    assert access.LocalAccess().refresh() is False
