@@ -166,6 +166,20 @@ def _links() -> set[str]:
         return {line.split(":", 1)[0].strip() for line in stream.readlines()[2:]}
 
 
+def _delete_link(name: str) -> None:
+    """Delete a veth pair by its controller's end and wait until it is gone. The kernel also
+    deletes it on its own once the peer's namespace dies, asynchronously: the link may vanish
+    between a look and the delete, which is not an error."""
+    if name in _links():
+        result = subprocess.run(["ip", "link", "delete", name], capture_output=True, text=True,
+                                timeout=30, check=False)
+        if result.returncode != 0 and name in _links():
+            raise RuntimeError(f"ip link delete {name}: exit status {result.returncode}\n"
+                               f"{result.stdout}{result.stderr}")
+    if not wait_until(lambda: name not in _links(), 5):
+        raise RuntimeError(f"veth {name} is still there")
+
+
 def _children() -> dict[int, list[int]]:
     """Every live process's children (from /proc)."""
     children: dict[int, list[int]] = {}
@@ -422,8 +436,8 @@ class Target:
             attempt("sshd wait", lambda: sshd.wait(5))
         attempt("sandbox host", self.host.stop)
         attempt("namespace", lambda: _kill_all(self.processes()))
-        if self._link_made and self.link in _links():
-            attempt("veth", lambda: _run(["ip", "link", "delete", self.link]))
+        if self._link_made:
+            attempt("veth", lambda: _delete_link(self.link))
         holder = self._holder
         if holder is not None and holder.poll() is None:
             attempt("holder", lambda: _kill_all([holder.pid]))
