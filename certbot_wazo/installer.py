@@ -6,11 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from certbot import errors, interfaces
+from acme import challenges
+from certbot import achallenges, errors, interfaces
 from certbot.display import util as display_util
 from certbot.plugins import common
 
-from certbot_wazo import options, services
+from certbot_wazo import http01, options, services
 from certbot_wazo.deployment import Deployment
 from certbot_wazo.errors import HostError, LockBusyError, WazoError
 from certbot_wazo.host import LEGACY
@@ -18,17 +19,20 @@ from certbot_wazo.host import LEGACY
 logger = logging.getLogger(__name__)
 
 
-class WazoInstaller(common.Installer, interfaces.RenewDeployer):
-    """Install certificates into a Wazo (formerly XiVO) telephony server."""
+class WazoInstaller(common.Installer, interfaces.Authenticator, interfaces.RenewDeployer):
+    """Install certificates into a Wazo (formerly XiVO) telephony server, and answer HTTP-01
+    challenges through its own nginx (`--configurator wazo`)."""
 
-    description = ("Wazo (XiVO) telephony server: install the certificate, configure the "
-                   "services, restart them only after a TLS probe, roll back on failure")
+    description = ("Wazo (XiVO) telephony server: answer HTTP-01 through Wazo's nginx, install "
+                   "the certificate, configure the services, restart them only after a TLS "
+                   "probe, roll back on failure")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deployments: Optional[list[Deployment]] = None
         self._deployed: set[tuple[str, str]] = set()
         self._nothing_to_roll_back = False
+        self._responders: list[http01.Responder] = []
 
     @classmethod
     def add_parser_arguments(cls, add: Callable[..., None]) -> None:
@@ -84,7 +88,61 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
             except (WazoError, OSError) as exc:
                 logger.warning("Could not finish an interrupted deployment yet: %s",
                                deployment.access.describe(str(exc)))
+            try:  # HTTP-01 answers a killed run left in nginx
+                http01.Responder(host, port=self.config.http01_port).withdraw()
+            except (WazoError, OSError) as exc:
+                logger.warning("%s", deployment.access.describe(str(exc)))
 
+    # -- authenticator ------------------------------------------------------------------------
+    def get_chall_pref(self, domain: str) -> list[type[challenges.Challenge]]:
+        """HTTP-01 only: Wazo's nginx owns port 80."""
+        return [challenges.HTTP01]
+
+    def perform(self, achalls: list[achallenges.AnnotatedChallenge]
+                ) -> list[challenges.ChallengeResponse]:
+        """Answer every challenge from each host's nginx (a location snippet where its site
+        includes them, `nginx -t`, graceful reload), once nginx is seen serving them.
+
+        :raises errors.PluginError: nginx cannot answer; nothing is left in its configuration
+        """
+        responses: list[challenges.ChallengeResponse] = []
+        answers: dict[str, tuple[str, str]] = {}
+        for achall in achalls:
+            if not isinstance(achall, achallenges.KeyAuthorizationAnnotatedChallenge) or \
+                    not isinstance(achall.chall, challenges.HTTP01):
+                raise errors.PluginError(f"wazo: {achall.domain}: only HTTP-01 is supported")
+            response, validation = achall.response_and_validation()
+            answers[achall.chall.encode("token")] = (achall.domain, validation)
+            responses.append(response)
+        for deployment in self._get_deployments():
+            responder = http01.Responder(deployment.host, port=self.config.http01_port)
+            self._responders.append(responder)
+            try:
+                place = responder.publish(answers)
+            except WazoError as exc:
+                raise errors.PluginError(deployment.access.describe(str(exc))) from None
+            except OSError as exc:
+                raise errors.PluginError(_oserror(exc)) from None
+            logger.info("wazo: HTTP-01 answers served from %s",
+                        deployment.access.describe(str(deployment.host.path(place.snippet))))
+        return responses
+
+    def cleanup(self, achalls: list[achallenges.AnnotatedChallenge]) -> None:
+        """Take the answers out of nginx again (certbot calls this even when it fails).
+
+        :raises errors.PluginError: a snippet could not be removed
+        """
+        failures = []
+        while self._responders:
+            responder = self._responders.pop()
+            try:
+                responder.withdraw()
+            except (WazoError, OSError) as exc:
+                failures.append(responder.host.access.describe(str(exc)))
+        if failures:
+            raise errors.PluginError("; ".join(failures))
+
+    # -- installer ----------------------------------------------------------------------------
     def get_all_names(self) -> set[str]:
         """The names this Wazo answers to (FQDN, hostname, nginx server names, certificate)."""
         return self._get_deployment().host.names()
@@ -249,6 +307,7 @@ class WazoInstaller(common.Installer, interfaces.RenewDeployer):
 if not hasattr(interfaces, "Installer"):  # pragma: no cover - certbot < 1.18
     _zope_interface: Any = importlib.import_module("zope.interface")
     _zope_interface.implementer(interfaces.IInstaller)(WazoInstaller)
+    _zope_interface.implementer(interfaces.IAuthenticator)(WazoInstaller)
     _zope_interface.provider(interfaces.IPluginFactory)(WazoInstaller)
 
 

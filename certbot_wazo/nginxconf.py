@@ -29,6 +29,41 @@ class Directive:
     line: int
 
 
+def listen_port(value: str, default: int) -> int:
+    """The TCP port of a listen value (default when only an address is given)."""
+    if value.isdigit():
+        return int(value)
+    _, sep, port = value.rpartition(":")
+    return int(port) if sep and port.isdigit() and not value.endswith("]") else default
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """A `server` block: its listens (each the listen directive's arguments), names, the
+    include patterns written in it (absolute), and where a server-level `return 30x` sends."""
+
+    listens: tuple[tuple[str, ...], ...]
+    names: tuple[str, ...]
+    includes: tuple[str, ...]
+    redirect: Optional[str]
+    ssl_on: bool
+    path: str
+    line: int
+
+    def listens_on(self, port: int) -> list[tuple[str, ...]]:
+        """The listens of this server on port, TLS or not."""
+        return [args for args in self.listens
+                if args and listen_port(args[0], 443 if self.tls(args) else 80) == port]
+
+    def tls(self, listen: tuple[str, ...]) -> bool:
+        """Whether a listen of this server terminates TLS."""
+        return self.ssl_on or "ssl" in listen[1:]
+
+    def default_on(self, port: int) -> bool:
+        """Whether this is its port's default server."""
+        return any({"default_server", "default"} & set(args[1:]) for args in self.listens_on(port))
+
+
 @dataclasses.dataclass(frozen=True)
 class TlsServer:
     """A `server` block that terminates TLS on one `listen`."""
@@ -44,11 +79,7 @@ class TlsServer:
     @property
     def port(self) -> int:
         """The TCP port of the listen value (443 when only an address is given)."""
-        value = self.listen
-        if value.isdigit():
-            return int(value)
-        _, sep, port = value.rpartition(":")
-        return int(port) if sep and port.isdigit() and not value.endswith("]") else 443
+        return listen_port(self.listen, 443)
 
     @property
     def address(self) -> str:
@@ -172,6 +203,7 @@ class _Loader:
                 if not pattern.startswith("/"):
                     pattern = f"{CONF_PREFIX}/{pattern}"
                 root = str(self.under("/")).rstrip("/")
+                result.append(directive)  # kept: where a server takes location snippets
                 for found in sorted(glob.glob(str(self.under(pattern)))):
                     if os.path.isfile(found):
                         result.extend(self.load(found[len(root):] or "/", depth + 1))
@@ -184,7 +216,8 @@ class _Loader:
 
 
 def load(under: Callable[[str], Path], conf: str = NGINX_CONF) -> list[Directive]:
-    """nginx's whole configuration, includes expanded, as nginx reads it from conf.
+    """nginx's whole configuration, includes expanded, as nginx reads it from conf (each
+    include directive is kept, followed by what it includes).
 
     :raises HostError: a file cannot be read or parsed, or includes loop
     """
@@ -243,3 +276,25 @@ def server_names(directives: list[Directive]) -> list[str]:
     """Every name of every `server_name` directive of every server."""
     return [name for http in _blocks(directives, "http") for server in _blocks(http, "server")
             for args in _values(server, "server_name") for name in args]
+
+
+REDIRECT_CODES = ("301", "302", "303", "307", "308")
+
+
+def servers(directives: list[Directive]) -> list[Server]:
+    """Every `server` block of the http block, in nginx's order."""
+    found: list[Server] = []
+    for http in _blocks(directives, "http"):
+        http_ssl = bool(_ssl_on(http))
+        for server in (d for d in http if d.name == "server" and d.block is not None):
+            block = server.block or []
+            server_ssl = _ssl_on(block)
+            returns = [a for a in _values(block, "return") if a and a[0] in REDIRECT_CODES]
+            includes = tuple(a[0] if a[0].startswith("/") else f"{CONF_PREFIX}/{a[0]}"
+                             for a in _values(block, "include") if a)
+            found.append(Server(
+                tuple(tuple(a) for a in _values(block, "listen") if a),
+                tuple(n for a in _values(block, "server_name") for n in a), includes,
+                returns[0][1] if returns and len(returns[0]) > 1 else None,
+                server_ssl if server_ssl is not None else http_ssl, server.path, server.line))
+    return found

@@ -67,7 +67,8 @@ def make_api_pair(directory: Path) -> tuple[Path, Path, Path]:
 class Pebble:
     """pebble + pebble-challtestsrv on free loopback ports; start(workdir), stop()."""
 
-    def __init__(self) -> None:
+    def __init__(self, http_port: int | None = None) -> None:
+        self.fixed_http_port = http_port  # the port HTTP-01 validation connects to (80 in a netns)
         self.workdir = Path()
         self.processes: list[subprocess.Popen[bytes]] = []
         self.api_port = self.management_port = self.http_port = self.tls_port = 0
@@ -96,6 +97,7 @@ class Pebble:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.api_ca_path, cert, key = make_api_pair(self.workdir)
         self.api_port, self.management_port, self.http_port, self.tls_port, dns, challmgmt = free_ports(6)
+        self.http_port = self.fixed_http_port or self.http_port
         self.dns_management_url = f"http://127.0.0.1:{challmgmt}"
         config = {"pebble": {"listenAddress": f"127.0.0.1:{self.api_port}",
                              "managementListenAddress": f"127.0.0.1:{self.management_port}",

@@ -242,13 +242,15 @@ http {{
 def make_stubs(root: Path) -> None:
     """The generated command stand-ins, each calling tests.sandbox.stubs with root embedded."""
     commands = {"usr/sbin/xivo-update-config": "xivo-update-config", "bin/systemctl": "systemctl",
-                "usr/bin/wazo-service": "wazo-service", "usr/sbin/asterisk": "asterisk"}
+                "usr/bin/wazo-service": "wazo-service", "usr/sbin/asterisk": "asterisk",
+                "usr/sbin/nginx": "nginx", "usr/sbin/sendmail": "sendmail"}
     for path, command in commands.items():
         write(root / path, f'#!/usr/bin/python3 -I\n"""Sandbox stand-in for {command}."""\nimport sys\n\n'
                            f"sys.path.insert(0, {str(REPO)!r})\n"
                            "from tests.sandbox.stubs import main  # noqa: E402\n\n"
                            f"sys.exit(main({command!r}, {str(root)!r}, sys.argv))\n", 0o755)
     (root / "usr/bin/xivo-service").symlink_to("wazo-service")
+    (root / "bin/sh").symlink_to("/bin/sh")  # the host's own shell
 
 
 def build(root: Path, generation: str, name: str, http_port: int | None = None) -> Layout:

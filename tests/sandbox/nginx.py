@@ -67,6 +67,13 @@ def _nginx(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=30)
 
 
+def test(root: Path, quiet: bool = False) -> int:
+    """nginx -t on the host's configuration, with nginx's own messages."""
+    result = _nginx(root, "-t", *(["-q"] if quiet else []))
+    sys.stderr.write(result.stderr)
+    return result.returncode
+
+
 def pid(root: Path) -> int | None:
     """The master pid, when nginx runs."""
     master = read_pid(root / "run/nginx.pid")

@@ -151,6 +151,13 @@ def build_release(root: Path, release: str, name: str = "wazo.example.test") -> 
     _consul(root, data, layout)
     make_nginx(root, f"/{crt_dir.lstrip('/')}", 443, layout)
     (root / "etc/nginx/sites-available/wazo").write_text(_nginx_site(data["nginx"]))
+    # The directories the site includes exist on every release: wazo-nginx ships them from
+    # 16.16 on (wazo-platform/wazo-nginx wazo-16.16..wazo-25.14, debian/*-nginx.dirs), and
+    # before, xivo-web-interface's links live in them (wazo-platform/xivo-web-interface
+    # xivo-15.12, debian/links: etc/nginx/locations/http/xivo-web-interface).
+    for server in data["nginx"]["servers"]:
+        for include in server["includes"]:
+            (root / include.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
     for site in data.get("nginx_extra", []):  # sites a daemon's package enables itself
         name = site["path"].rsplit("/", 1)[-1]
         write(root / site["path"].lstrip("/"), _nginx_site(site))

@@ -1,4 +1,5 @@
-"""Stand-ins for Wazo's commands (xivo-update-config, wazo-service, systemctl, asterisk)."""
+"""Stand-ins for Wazo's commands (xivo-update-config, wazo-service, systemctl, asterisk), and
+`nginx -t` on the sandbox's configuration."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import systemctl
+from . import nginx, systemctl
 from .common import counter, fault_armed, log_command, resolve_in_root, sandbox_dir, state
 from .config import read_shell_vars
 from .procs import read_pid, wait_until
@@ -40,8 +41,39 @@ def main(command: str, root: str, argv: list[str]) -> int:
     root_path = Path(root)
     log_command(root_path, argv)
     handlers = {"systemctl": systemctl.run, "wazo-service": wazo_service,
-                "xivo-update-config": update_config, "asterisk": asterisk}
+                "xivo-update-config": update_config, "asterisk": asterisk,
+                "nginx": nginx_command, "sendmail": sendmail}
     return handlers[command](root_path, argv)
+
+
+def nginx_command(root: Path, argv: list[str]) -> int:
+    """nginx -t [-q]: the real nginx tests the host's configuration (rendered under root);
+    anything else goes through systemctl, as on a host whose nginx runs under systemd."""
+    if argv[1:] not in (["-t"], ["-t", "-q"], ["-q", "-t"]):
+        print(f"nginx (sandbox): only -t [-q] is supported, not {' '.join(argv[1:])}",
+              file=sys.stderr)
+        return 1
+    return nginx.test(root, quiet="-q" in argv)
+
+
+OUTBOX = "var/mail/sandbox-outbox"
+
+
+def sendmail(root: Path, argv: list[str]) -> int:
+    """The MTA stand-in (postfix's sendmail -t -oi): each message read from stdin is kept in
+    OUTBOX as N.eml; the sendmail.fail fault refuses it like a full queue (EX_TEMPFAIL)."""
+    if "-t" not in argv[1:]:
+        print("sendmail (sandbox): only -t (recipients from the headers) is supported",
+              file=sys.stderr)
+        return 64
+    data = sys.stdin.buffer.read()
+    if fault_armed(root, "sendmail.fail"):
+        print("sendmail: fatal: queue file write error", file=sys.stderr)
+        return 75
+    outbox = root / OUTBOX
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / f"{len(list(outbox.iterdir())) + 1}.eml").write_bytes(data)
+    return 0
 
 
 def _systemctl(root: Path, *args: str, quiet: bool = False) -> int:
