@@ -12,9 +12,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Optional, Sequence
 
-from certbot_wazo import files, fleet, monitoring, options, status
+from certbot_wazo import alerts, files, fleet, monitoring, options, repair, status, upgrades
 from certbot_wazo.deployment import Deployment, Settings
-from certbot_wazo.errors import SignalledError, WazoError
+from certbot_wazo.errors import HostError, SignalledError, WazoError
 from certbot_wazo.records import SavedSettings
 
 EXIT_OK = 0
@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "line and exit 0 OK, 1 WARNING (expires soon), 2 CRITICAL, 3 UNKNOWN")
     status.add_argument("--prometheus", metavar="FILE", help="also write the figures as a "
                         "Prometheus textfile (node_exporter's textfile collector: a .prom file)")
+    status.add_argument("--alert", action="store_true", help="e-mail what needs attention "
+                        "through the host's MTA (sendmail), at most once a day per problem, to "
+                        "Wazo's alert addresses (XIVO_ALERT_EMAILS in /etc/xivo/common.conf), "
+                        "else root; run by certbot.service after each renewal attempt")
+    status.add_argument("--alert-to", metavar="ADDRESS[,ADDRESS]", help="with --alert: send "
+                        "to these addresses instead")
     status.add_argument("--config-dir", default="/etc/letsencrypt", metavar="DIR",
                         help="certbot's configuration directory, to find the newest lineage "
                              "(default /etc/letsencrypt)")
@@ -90,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("--boot-database", action="store_true", help="at boot, once "
                          "PostgreSQL runs and before wazo-dird starts: only put the directory "
                          "definitions back")
+    repair = commands.add_parser("repair", help="after a Wazo upgrade: check the host against "
+                                 "what was deployed and, when it differs, deploy the same lineage "
+                                 "again (exit 0 healthy, 1 still needs attention)")
+    _common(repair)
+    repair.add_argument("--config-dir", default="/etc/letsencrypt", metavar="DIR",
+                        help="certbot's configuration directory, where the deployed lineage is "
+                             "(default /etc/letsencrypt)")
+    repair.add_argument("--wait-for-dpkg", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to SECONDS while dpkg or wazo-upgrade runs (a dpkg "
+                             "trigger starts the repair before the upgrade ends)")
     revert = commands.add_parser("revert", help="back to the state before the first deployment")
     _common(revert)
     return parser
@@ -178,10 +194,32 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                 print("No interrupted deployment")
         elif args.command == "revert":
             deployment.revert()
+        elif args.command == "repair":
+            return _repair(deployment, args)
     except (WazoError, OSError) as exc:
         _complain(_one_line(exc))
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _repair(deployment: Deployment, args: argparse.Namespace) -> int:
+    """repair on one host: its exit code (0 healthy afterwards).
+
+    :raises WazoError: the repair failed
+    """
+    if args.wait_for_dpkg and not upgrades.wait_idle(deployment.host, args.wait_for_dpkg):
+        raise HostError(f"{deployment.host.path(upgrades.DPKG_LOCK)}: dpkg or wazo-upgrade "
+                        f"still runs after {args.wait_for_dpkg:g} s (run certbot-wazo repair "
+                        "when it is done)")
+    after = repair.repair(deployment, Path(args.config_dir))
+    if after is None:
+        return EXIT_OK
+    if after.healthy:
+        _say(deployment.access.describe("Repaired: the host is healthy"))
+        return EXIT_OK
+    for problem in after.problems:
+        _complain(deployment.access.describe(problem))
+    return EXIT_FAILED
 
 
 def _on_hosts(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings,
@@ -251,6 +289,10 @@ def _action(deployment: Deployment, args: argparse.Namespace) -> None:
                                              "deployment"))
     elif args.command == "revert":
         deployment.revert()
+    elif args.command == "repair" and _repair(deployment, args) != EXIT_OK:
+        raise HostError(deployment.access.describe(f"{deployment.host.root}: still needs "
+                                                   "attention after the repair (certbot-wazo "
+                                                   "status says what)"))
 
 
 def _status_report(deployment: Deployment, args: argparse.Namespace) -> dict[str, Any]:
@@ -258,6 +300,7 @@ def _status_report(deployment: Deployment, args: argparse.Namespace) -> dict[str
     deployment.notify = messages.append
     report = status.check(deployment, Path(args.config_dir))
     describe = deployment.access.describe
+    _alert(deployment, report, args)
     data = json.loads(describe(json.dumps(dict(report.as_json(), messages=messages))))
     data["host"] = deployment.settings.ssh
     data["text"] = describe("\n".join([*messages, report.as_text()]))
@@ -308,15 +351,43 @@ def _one_line(exc: Exception) -> str:
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     messages: list[str] = []
-    report = status.check(Deployment(settings, notify=messages.append), Path(args.config_dir))
+    deployment = Deployment(settings, notify=messages.append)
+    report = status.check(deployment, Path(args.config_dir))
     monitored = _monitoring(args, [(report, None)])
+    if monitored is None:
+        if args.json:
+            print(json.dumps(dict(report.as_json(), messages=messages), indent=2))
+        else:
+            print("\n".join([*messages, report.as_text()]))
+    try:
+        _alert(deployment, report, args)
+    except WazoError as exc:
+        _complain(_one_line(exc))
+        return EXIT_FAILED if monitored is None else monitoring.worst([monitored,
+                                                                       monitoring.UNKNOWN])
     if monitored is not None:
         return monitored
-    if args.json:
-        print(json.dumps(dict(report.as_json(), messages=messages), indent=2))
-    else:
-        print("\n".join([*messages, report.as_text()]))
     return EXIT_OK if report.healthy else EXIT_FAILED
+
+
+def _alert(deployment: Deployment, report: status.Report, args: argparse.Namespace) -> None:
+    """--alert: mail what needs attention, and a failed certbot run when certbot.service's
+    ExecStopPost runs this (systemd gives it SERVICE_RESULT and EXIT_STATUS).
+
+    :raises WazoError: an address is invalid, or the MTA refused the message
+    """
+    if not args.alert:
+        return
+    extra = []
+    result = os.environ.get("SERVICE_RESULT")
+    if result and result != "success":
+        extra.append(f"certbot renew failed ({result}, exit status "
+                     f"{os.environ.get('EXIT_STATUS', '?')}; `journalctl -u certbot` says why, "
+                     "`certbot renew` runs it again)")
+    mailed, to = alerts.send(deployment.host, report, args.alert_to, extra)
+    if mailed:
+        _say(deployment.access.describe(f"Alert about {len(mailed)} problem(s) sent to "
+                                        f"{', '.join(to)}"))
 
 
 def _monitoring(args: argparse.Namespace,
