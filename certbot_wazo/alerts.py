@@ -103,7 +103,8 @@ def send(host: Host, report: Report, override: Optional[str] = None,
         return [], []
     state_dir = host.access.private_dir(sent_path.parent)
     now = clock()
-    due = [p for p in problems if now - sent.get(problem_key(p), 0.0) >= RESEND_AFTER]
+    due = [p for p in problems
+           if problem_key(p) not in sent or now - sent[problem_key(p)] >= RESEND_AFTER]
     keep = {problem_key(p): sent[problem_key(p)] for p in problems if problem_key(p) in sent}
     to: list[str] = []
     if due:

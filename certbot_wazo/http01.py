@@ -10,7 +10,6 @@ import ssl
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional
-from urllib.parse import urlsplit
 
 from certbot_wazo import nginxconf, services
 from certbot_wazo.errors import CommandError, HostError
@@ -27,6 +26,8 @@ PATH_PREFIX = "/.well-known/acme-challenge/"
 # read as syntax. Anything else is refused rather than quoted.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}\Z")
 _KEY_AUTHORIZATION = re.compile(r"[A-Za-z0-9_-]{1,256}\.[A-Za-z0-9_-]{1,256}\Z")
+# A redirect's scheme and literal port ("https://$host:8443$request_uri").
+_REDIRECT = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://[^/:]*(?::(\d{1,5}))?")
 # How long nginx's new workers get to serve the snippet after the reload, and for how long
 # every answer must be right before the validator is let in: after a graceful reload, the old
 # workers keep accepting connections for a moment (a validator reaching one gets a 404).
@@ -87,12 +88,12 @@ def placement(directives: list[nginxconf.Directive], port: int, name: str) -> Pl
                         "authenticator such as --webroot or a DNS plugin)")
     tls = False
     if server.redirect is not None:
-        target = urlsplit(server.redirect.replace("$host", "host").replace("$server_name", "host"))
-        if target.scheme != "https":
+        target = _REDIRECT.match(server.redirect)
+        if target is None or target.group(1).lower() != "https":
             raise HostError(f"{server.path}:{server.line}: the server on port {port} redirects to "
                             f"{server.redirect} (HTTP-01 validation follows redirects to HTTPS "
                             "only; use another authenticator)")
-        port = target.port or 443
+        port = int(target.group(2) or 443)
         redirected = _answering(candidates, port, name)
         if redirected is None:
             raise HostError(f"{server.path}:{server.line}: the server on port 80 redirects to "

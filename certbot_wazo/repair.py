@@ -1,0 +1,70 @@
+"""After a Wazo upgrade: put the deployed certificate back through the normal transaction."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certbot_wazo import status
+from certbot_wazo.deployment import Deployment
+from certbot_wazo.errors import HostError, WazoError
+from certbot_wazo.pair import load_chain
+
+logger = logging.getLogger(__name__)
+
+MAX_PEM = 1024 * 1024
+
+
+def _leaf(path: Path) -> bytes:
+    """DER of the first certificate of a PEM file (b"" when unreadable)."""
+    try:
+        with open(path, "rb") as stream:
+            return load_chain(stream.read(MAX_PEM), path)[0].public_bytes(Encoding.DER)
+    except (OSError, WazoError, IndexError):
+        return b""
+
+
+def source(deployment: Deployment, config_dir: Path) -> tuple[Path, Path]:
+    """The pair to put back: the certbot lineage that holds the last deployed certificate
+    (in its current version: a renewal since then is deployed too).
+
+    :raises HostError: nothing was ever deployed, or no lineage holds what was
+    """
+    try:
+        deployed = deployment.journal.last_deployment().new_leaf
+    except WazoError:
+        raise HostError(f"{deployment.journal.state_dir}: no deployment to repair (deploy "
+                        "first: certbot run -i wazo, or certbot-wazo deploy)") from None
+    live = config_dir / "live"
+    for lineage in sorted(live.iterdir()) if live.is_dir() else []:
+        archive = config_dir / "archive" / lineage.name
+        versions = sorted(archive.glob("cert*.pem")) if archive.is_dir() else []
+        if any(_leaf(p) == deployed for p in [lineage / "fullchain.pem", *versions]):
+            return lineage / "fullchain.pem", lineage / "privkey.pem"
+    raise HostError(f"{live}: no certbot lineage holds the deployed certificate (deploy it "
+                    "again: certbot-wazo deploy --cert FULLCHAIN --key KEY)")
+
+
+def repair(deployment: Deployment, config_dir: Path) -> Optional[status.Report]:
+    """Check the host against what was deployed; when something differs, deploy the same
+    lineage again (validate, stage, install, configure, probe, restart, probe, commit or roll
+    back): the pair in the directory this release uses, its modes, the overrides of every
+    daemon there now, the hosts mapping.
+
+    :returns: None when the host was healthy (nothing done), else the status after the repair
+    :raises WazoError: the repair failed (rolled back as any deployment)
+    """
+    before = status.check(deployment, config_dir)
+    if before.healthy:
+        deployment.notify("The host is as deployed: nothing to repair")
+        return None
+    cert, key = source(deployment, config_dir)
+    deployment.notify("Repairing: " + "; ".join(before.problems))
+    if not deployment.run(cert, key, remember=True):
+        deployment.refresh()
+    after = status.check(deployment, config_dir)
+    for problem in after.problems:
+        logger.warning("still: %s", problem)
+    return after

@@ -1,0 +1,94 @@
+"""Alert recipients, the identity of a problem, the message, and at most once a day."""
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+from certbot_wazo import alerts
+from certbot_wazo.errors import HostError
+from certbot_wazo.host import Host
+from certbot_wazo.status import Report
+
+
+def _host(tmp_path: Path, common: str = "") -> Host:
+    conf = tmp_path / "etc/xivo/common.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(common)
+    return Host(tmp_path)
+
+
+@pytest.mark.parametrize(("common", "override", "expected"), [
+    ('XIVO_ALERT_EMAILS="a@example.test b@example.test"\n', None, ["a@example.test", "b@example.test"]),
+    ('XIVO_ALERT_EMAILS="None"\n', None, ["root"]),  # xivo-15.12 when unset
+    ('XIVO_ALERT_EMAILS=""\n', None, ["root"]),
+    ("", None, ["root"]),  # 24.04 on: gone
+    ('XIVO_ALERT_EMAILS="a@example.test"\n', "noc@example.test,x@example.test",
+     ["noc@example.test", "x@example.test"]),
+])
+def test_recipients(tmp_path: Path, common: str, override: str, expected: list[str]) -> None:
+    assert alerts.recipients(_host(tmp_path, common), override) == expected
+
+
+def test_a_bad_address_names_where_it_comes_from(tmp_path: Path) -> None:
+    with pytest.raises(HostError, match=r"common.conf: '-oQ/x' is not an e-mail address"):
+        alerts.recipients(_host(tmp_path, 'XIVO_ALERT_EMAILS="-oQ/x"\n'))
+    with pytest.raises(HostError, match="--alert-to: 'a<b' is not"):
+        alerts.recipients(_host(tmp_path), "a<b")
+
+
+def test_a_problem_keeps_its_identity_as_days_pass() -> None:
+    assert alerts.problem_key("/c/server.crt: expires in 9 days (x)") == \
+        alerts.problem_key("/c/server.crt: expires in 8 days (x)")
+    assert alerts.problem_key("/c/server.crt: expires in 9 days") != \
+        alerts.problem_key("/c/server.key: missing")
+
+
+def test_the_message_says_what_and_how_to_fix() -> None:
+    report = Report(root="/", hostname="pbx.example.test")
+    data = alerts.message(report, ["one (fix: a)", "two"], ["a@example.test", "root"])
+    mail = email.message_from_bytes(data, policy=email.policy.default)
+    assert mail["To"] == "a@example.test, root"
+    assert mail["Subject"] == "certbot-wazo on pbx.example.test: one (fix: a) (and 1 more)"
+    assert mail["Auto-Submitted"] == "auto-generated"
+    body = mail.get_content()  # type: ignore[attr-defined]
+    assert "- one (fix: a)\n- two\n" in body and "certbot-wazo retry" in body
+
+
+def test_once_a_day_per_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = _host(tmp_path)
+    sent: list[bytes] = []
+    monkeypatch.setattr(alerts, "_deliver", lambda h, d, data: sent.append(data))
+    now = [1000.0]
+
+    def send(problems: Sequence[str]) -> list[str]:
+        return alerts.send(host, Report(root="/", problems=list(problems)),
+                           clock=lambda: now[0])[0]
+
+    assert send(["a: expires in 9 days", "b"]) == ["a: expires in 9 days", "b"]
+    assert send(["a: expires in 9 days", "b"]) == []
+    now[0] += 3600
+    assert send(["a: expires in 8 days", "c"]) == ["c"]  # a new problem goes out at once
+    now[0] += 86400 - 3600
+    assert send(["a: expires in 8 days"]) == ["a: expires in 8 days"]
+    assert len(sent) == 3
+    assert send([]) == []
+    record = tmp_path / "var/lib/certbot-wazo/alerts.json"
+    assert json.loads(record.read_text()) == {}
+    assert record.stat().st_mode & 0o077 == 0
+
+
+def test_a_refused_message_is_not_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = _host(tmp_path)
+
+    def refuse(*args: object) -> None:
+        raise HostError("sendmail: refused")
+
+    monkeypatch.setattr(alerts, "_deliver", refuse)
+    with pytest.raises(HostError):
+        alerts.send(host, Report(root="/", problems=["x"]))
+    assert not (tmp_path / "var/lib/certbot-wazo/alerts.json").exists()
