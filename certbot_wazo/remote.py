@@ -59,7 +59,7 @@ MIRRORED: tuple[tuple[str, str], ...] = (
     ("0", "var/lib/dpkg/info/xivo*.list"), ("0", "var/lib/dpkg/info/wazo*.list"),
     *(("x", f"{directory}/{name}") for directory in ("usr/sbin", "usr/bin", "sbin", "bin")
       for name in ("xivo-update-config", "wazo-service", "xivo-service", "systemctl",
-                   "asterisk", "psql")),
+                   "asterisk", "psql", "nginx", "sendmail", "sh")),
 )
 STATE = "var/lib/certbot-wazo"
 MAX_FETCH = 256 * 1024 * 1024

@@ -111,3 +111,39 @@ def test_directory_definitions_of_a_legacy_host_over_ssh(targets: Targets, ca: C
             assert postgres.dump() == dump
         finally:
             target.stop()
+
+
+@pytest.mark.parametrize("release", ["18.03", "25.17"])
+def test_configurator_over_ssh(targets: Targets, tmp_path: Path, release: str) -> None:
+    """certbot run --configurator wazo --wazo-ssh: the remote host's own nginx answers HTTP-01
+    on its own address (pebble resolves the name there), the pair is deployed there, and its
+    nginx configuration is byte-identical afterwards."""
+    import json
+    import urllib.request
+
+    from tests.sandbox.acme import Pebble
+    from tests.sandbox.certbot import Certbot, certbot_variants
+
+    target = targets.add("c" + release.replace(".", ""),
+                         functools.partial(build_release, release=release, name=NAME))
+    try:
+        nginx_before = {k: v for k, v in snapshot(target.root).items() if k.startswith("etc/nginx")}
+        with Pebble(http_port=80) as pebble:
+            pebble.start(tmp_path / "pebble")
+            request = urllib.request.Request(
+                f"{pebble.dns_management_url}/add-a", method="POST",
+                data=json.dumps({"host": NAME, "addresses": [target.address]}).encode())
+            urllib.request.urlopen(request, timeout=10).close()
+            cb = Certbot(certbot_variants()["pypi"], pebble, tmp_path / "certbot")
+            result = cb.run("run", "--configurator", "wazo", "--wazo-ssh", target.destination,
+                            "--wazo-ssh-config", str(targets.ssh_config), "--wazo-root",
+                            str(target.root), "--wazo-probe-timeout", "30", "-d", NAME)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            leaf = x509.load_pem_x509_certificates(
+                (cb.live(NAME) / "fullchain.pem").read_bytes())[0].public_bytes(Encoding.DER)
+        for unit, address in target.host.endpoints.items():
+            assert served(targets, target, address) == leaf, unit
+        nginx_after = {k: v for k, v in snapshot(target.root).items() if k.startswith("etc/nginx")}
+        assert differences(nginx_before, nginx_after) == []
+    finally:
+        target.stop()
