@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certbot_wazo import desired, directories, overrides, releases, tls
@@ -222,12 +223,27 @@ def _installed_pair(host: Host, report: Report, now: datetime.datetime) -> Optio
     if leaf.issuer == leaf.subject:
         report.problems.append(f"{pair.cert_path}: still Wazo's self-signed certificate "
                                "(migrate: certbot run -i wazo, see the README)")
-    elif days < 0:
+    elif not_after(leaf) < now:
         report.problems.append(f"{pair.cert_path}: expired {-days} days ago (renew and deploy)")
-    elif days < EXPIRY_WARNING_DAYS:
-        report.problems.append(f"{pair.cert_path}: expires in {days} days (check that renewal "
-                               "runs: systemctl list-timers certbot.timer)")
+    elif not_after(leaf) - now < warning_window(leaf):
+        report.problems.append(f"{pair.cert_path}: expires in {_left(not_after(leaf) - now)} "
+                               "(check that renewal runs: systemctl list-timers certbot.timer)")
     return pair
+
+
+def warning_window(leaf: x509.Certificate) -> datetime.timedelta:
+    """How long before its expiry a certificate that was not renewed needs attention:
+    EXPIRY_WARNING_DAYS, or a third of its lifetime when that is shorter (a 6-day certificate
+    is renewed with 3 or 4 days left, and is always within 14 days of its expiry)."""
+    lifetime = not_after(leaf) - not_before(leaf)
+    return min(datetime.timedelta(days=EXPIRY_WARNING_DAYS), lifetime / 3)
+
+
+def _left(delta: datetime.timedelta) -> str:
+    """A time left, in days, or hours under two days."""
+    if delta >= datetime.timedelta(days=2):
+        return f"{delta.days} days"
+    return f"{int(delta.total_seconds() // 3600)} hours"
 
 
 def _file_info(host: Host, path: Path, report: Report) -> dict[str, Any]:

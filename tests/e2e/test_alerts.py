@@ -23,6 +23,7 @@ NOW = datetime.datetime.now(datetime.timezone.utc)
 
 def _deploy(host: SandboxHost, ca: CA, bundle: Path, tmp: Path, days: int) -> None:
     crt, key = ca.issue(tmp / f"pair-{days}", names=[host.name],
+                        not_before=NOW - datetime.timedelta(days=90 - days),
                         not_after=NOW + datetime.timedelta(days=days))
     result = subprocess.run([str(CLI), "deploy", "--root", str(host.root), "--cert", str(crt),
                              "--key", str(key), "--probe-timeout", "10"], capture_output=True,

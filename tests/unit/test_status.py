@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -115,10 +116,27 @@ def test_a_key_readable_by_others_is_reported_once(deployed: FakePBX, tmp_path: 
 def test_an_expiring_certificate_says_how_to_check_renewal(legacy: FakePBX, ca: CA,
                                                            tmp_path: Path) -> None:
     now = datetime.datetime.now(datetime.timezone.utc)
-    pair = ca.issue(tmp_path / "old", names=[NAME], not_after=now + datetime.timedelta(days=3))
+    pair = ca.issue(tmp_path / "old", names=[NAME], not_before=now - datetime.timedelta(days=60),
+                    not_after=now + datetime.timedelta(days=3))
     deployment(legacy).run(*pair)
     report = check(legacy, tmp_path)
     assert any("expires in 2 days" in p or "expires in 3 days" in p for p in report.problems)
+
+
+@pytest.mark.parametrize(("left", "expected"), [(3.5, None), (1.5, "expires in 35 hours")])
+def test_a_six_day_certificate_needs_attention_in_its_last_third(
+        legacy: FakePBX, ca: CA, tmp_path: Path, left: float, expected: Optional[str]) -> None:
+    """Always within 14 days of its expiry: it needs attention only when not renewed with a
+    third of its lifetime (2 days) left."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    pair = ca.issue(tmp_path / "short", names=[NAME],
+                    not_before=now - datetime.timedelta(days=6 - left),
+                    not_after=now + datetime.timedelta(days=left))
+    deployment(legacy).run(*pair)
+    found = [p for p in check(legacy, tmp_path).problems if "expires in" in p]
+    assert found == ([] if expected is None else [found[0]])
+    if expected:
+        assert expected in found[0]
 
 
 def test_a_damaged_failure_record_is_a_problem_not_a_crash(deployed: FakePBX,
