@@ -67,8 +67,9 @@ def make_api_pair(directory: Path) -> tuple[Path, Path, Path]:
 class Pebble:
     """pebble + pebble-challtestsrv on free loopback ports; start(workdir), stop()."""
 
-    def __init__(self, http_port: int | None = None) -> None:
+    def __init__(self, http_port: int | None = None, validity: int | None = None) -> None:
         self.fixed_http_port = http_port  # the port HTTP-01 validation connects to (80 in a netns)
+        self.validity = validity  # certificates' lifetime in seconds (pebble's default: 5 years)
         self.workdir = Path()
         self.processes: list[subprocess.Popen[bytes]] = []
         self.api_port = self.management_port = self.http_port = self.tls_port = 0
@@ -104,6 +105,8 @@ class Pebble:
                              "certificate": str(cert), "privateKey": str(key), "httpPort": self.http_port,
                              "tlsPort": self.tls_port, "ocspResponderURL": "",
                              "externalAccountBindingRequired": False}}
+        if self.validity:
+            config["pebble"]["certificateValidityPeriod"] = self.validity
         (self.workdir / "pebble-config.json").write_text(json.dumps(config, indent=2))
         env = {"PATH": "/usr/bin:/bin", "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0",
                "PEBBLE_AUTHZREUSE": "0"}

@@ -1,0 +1,156 @@
+"""A 6-day certificate cycle end to end, time-compressed (one day = DAY seconds): pebble issues
+6-day certificates, the host's nginx answers HTTP-01 (--configurator wazo), and Debian's
+certbot.timer path renews and deploys: `certbot -q renew`, then the drop-in's ExecStopPost
+commands (hooks/certbot-wazo.conf), at 00:00 and 12:00 each plus a random delay of up to 12
+hours (certbot's Debian certbot.timer: OnCalendar twice a day, RandomizedDelaySec=43200).
+
+With `renew_before_expiry = 4 days` (README), a renewal starts with at least 3 days left even
+when a timer run comes as late as it can, and one failed run still leaves 2: the host never
+serves a certificate within 2 days of its expiry."""
+from __future__ import annotations
+
+import datetime
+import random
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from cryptography import x509
+
+from tests.sandbox.acme import Pebble
+from tests.sandbox.certbot import Certbot, certbot_variants
+from tests.sandbox.common import REPO
+from tests.sandbox.host import SandboxHost, build_host
+
+DAY = 10.0  # seconds
+LIFETIME_DAYS = 6
+CYCLE = 2.6 * LIFETIME_DAYS * DAY  # seconds of timer runs: at least two renewals each
+CLI = Path(sys.executable).with_name("certbot-wazo")
+
+
+@pytest.fixture(scope="module")
+def short_pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    with Pebble(validity=int(LIFETIME_DAYS * DAY)) as server:
+        server.start(tmp_path_factory.mktemp("pebble-6-days"))
+        yield server
+
+
+@pytest.fixture
+def host(tmp_path: Path, short_pebble: Pebble) -> Iterator[SandboxHost]:
+    built = build_host(tmp_path / "root", "modern", http_port=short_pebble.http_port)
+    try:
+        built.start()
+        yield built
+    finally:
+        built.stop()
+
+
+class Served:
+    """Handshakes with an endpoint every 100 ms: the least time left on what it served."""
+
+    def __init__(self, address: str, name: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.target, self.name = (host, int(port)), name
+        self.least_left = float("inf")
+        self.failed = 0
+        self.leaves: set[bytes] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        while not self._stop.is_set():
+            try:
+                with socket.create_connection(self.target, timeout=2) as sock:
+                    with context.wrap_socket(sock, server_hostname=self.name) as tls:
+                        der = tls.getpeercert(binary_form=True) or b""
+                leaf = x509.load_der_x509_certificate(der)
+                left = (leaf.not_valid_after_utc -
+                        datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+                self.least_left = min(self.least_left, left)
+                self.leaves.add(der)
+            except (OSError, ValueError):
+                self.failed += 1
+            time.sleep(0.1)
+
+    def __enter__(self) -> Served:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _drop_in_commands(host: SandboxHost, cb: Certbot) -> list[list[str]]:
+    """The drop-in's ExecStopPost lines as this sandbox runs them."""
+    text = (REPO / "hooks/certbot-wazo.conf").read_text()
+    commands = []
+    for line in re.findall(r"^ExecStopPost=-(.+)$", text, re.M):
+        argv = line.split()
+        assert argv[0] == "/usr/bin/certbot-wazo", line
+        extra = ["--config-dir", str(cb.config_dir)] if argv[1] == "status" else []
+        commands.append([str(CLI), *argv[1:], "--root", str(host.root), *extra])
+    return commands
+
+
+def _timer_runs(start: float, end: float, seed: int) -> list[float]:
+    """certbot.timer's activations: twice a day, each delayed by up to half a day."""
+    rng = random.Random(seed)
+    runs, slot = [], start
+    while slot < end:
+        runs.append(slot + rng.uniform(0, DAY / 2))
+        slot += DAY / 2
+    return sorted(runs)
+
+
+@pytest.mark.parametrize("variant", ["pypi", "debian"])
+def test_six_day_certificates_through_the_timer(host: SandboxHost, short_pebble: Pebble,
+                                                tmp_path: Path, variant: str) -> None:
+    if variant not in certbot_variants():
+        pytest.fail(f"certbot {variant} is not installed (run .ci/bootstrap)")
+    cb = Certbot(certbot_variants()[variant], short_pebble, tmp_path / "certbot")
+    wazo = ["--wazo-root", str(host.root), "--wazo-probe-timeout", "10"]
+    first = cb.run("run", "--configurator", "wazo", "--http-01-port", str(short_pebble.http_port),
+                   *wazo, "-d", host.name)
+    assert first.returncode == 0, first.stderr[-3000:]
+    renewal = cb.config_dir / "renewal" / f"{host.name}.conf"
+    text = renewal.read_text()
+    assert "authenticator = wazo" in text
+    # What the README tells admins to set for 6-day certificates, in compressed time.
+    renewal.write_text(text.replace("[renewalparams]",
+                                    f"renew_before_expiry = {int(4 * DAY)} seconds\n\n"
+                                    "[renewalparams]", 1))
+    drop_in = _drop_in_commands(host, cb)
+    start = time.monotonic()
+    with Served(host.endpoints["nginx"], host.name) as served:
+        for at in _timer_runs(start, start + CYCLE, seed=sum(map(ord, variant))):
+            time.sleep(max(0.0, at - time.monotonic()))
+            # certbot.service's ExecStart (`certbot -q renew`; the timer's random delay is
+            # _timer_runs', so not certbot's own random sleep)
+            cb.run("renew", "-q", timeout=120)
+            for argv in drop_in:  # its ExecStopPost, whatever renew did
+                subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
+                               env=cb.env())
+    renewals = len(list((cb.config_dir / "archive" / host.name).glob("cert*.pem"))) - 1
+    print(f"{variant}: {renewals} renewals, least time left served {served.least_left:.1f} s "
+          f"({served.least_left / DAY:.2f} compressed days)")
+    assert renewals >= 2, renewals
+    assert len(served.leaves) >= renewals  # each renewal was served
+    assert served.failed == 0
+    assert served.least_left >= 2 * DAY, (served.least_left, renewals)
+    status = subprocess.run([str(CLI), "status", "--root", str(host.root), "--config-dir",
+                             str(cb.config_dir)], capture_output=True, text=True, timeout=60,
+                            env=cb.env())
+    # Within 14 "real" days: status warns about the expiry, as it would for any 6-day
+    # certificate; what matters is that the newest lineage is the one installed.
+    assert "is not the one installed" not in status.stdout, status.stdout
