@@ -50,9 +50,12 @@ test: lint unit e2e database releases remote
 test-platforms:
 	/usr/bin/python3 -m tests.platforms.matrix $(PLATFORMS)
 
-# Renewal figures on the sandbox (both generations): BENCH_ARGS="--runs 10" for more runs.
+# Renewal figures on the sandbox (both generations): BENCH_ARGS="--runs 10" for more runs. Then
+# certbot-wazo side by side with certbot --nginx on a release's host (its own network and mount
+# namespaces): VERSUS_ARGS="--runs 5" for more runs.
 bench: bootstrap
 	$(PYTHON_NEW) -m tests.bench.renewal $(BENCH_ARGS)
+	$(PYTHON_NEW) -m tests.bench.versus_nginx $(VERSUS_ARGS)
 
 clean:
 	rm -rf .venv .venv-debian build *.egg-info .pytest_cache .mypy_cache .ruff_cache mutants

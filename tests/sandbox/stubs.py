@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,13 +48,22 @@ def main(command: str, root: str, argv: list[str]) -> int:
 
 
 def nginx_command(root: Path, argv: list[str]) -> int:
-    """nginx -t [-q]: the real nginx tests the host's configuration (rendered under root);
-    anything else goes through systemctl, as on a host whose nginx runs under systemd."""
-    if argv[1:] not in (["-t"], ["-t", "-q"], ["-q", "-t"]):
-        print(f"nginx (sandbox): only -t [-q] is supported, not {' '.join(argv[1:])}",
-              file=sys.stderr)
-        return 1
-    return nginx.test(root, quiet="-q" in argv)
+    """nginx [-c CONF] -t [-q] | -s reload | -V, or nothing (start), on the host's configuration
+    (rendered under root; -c names it as the host does and is otherwise ignored): what
+    certbot-wazo and certbot's nginx plugin run."""
+    args = argv[1:]
+    if args[:1] == ["-c"]:
+        args = args[2:]
+    if sorted(args) in (["-t"], ["-q", "-t"]):
+        return nginx.test(root, quiet="-q" in args)
+    if args == ["-s", "reload"]:
+        return nginx.reload(root)
+    if args in (["-V"], ["-v"]):
+        return subprocess.run([nginx.NGINX, *args], check=False, timeout=30).returncode
+    if args == []:
+        return nginx.start(root)
+    print(f"nginx (sandbox): unsupported arguments {' '.join(argv[1:])}", file=sys.stderr)
+    return 1
 
 
 OUTBOX = "var/mail/sandbox-outbox"
