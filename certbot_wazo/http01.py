@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 # The file put into the include directory of the server that answers: Wazo's location
 # directories are included with `*`, so a name without extension is read like theirs.
 SNIPPET = "certbot-wazo-acme-challenge"
+# Where a run records the snippet it is about to write (in certbot-wazo's state directory).
+STATE_DIR = "/var/lib/certbot-wazo"
+RECORD = "http01-snippet"
 PATH_PREFIX = "/.well-known/acme-challenge/"
 # A token and a key authorization are base64url (RFC 8555 section 8.3): nothing nginx would
 # read as syntax. Anything else is refused rather than quoted.
@@ -93,12 +96,17 @@ def placement(directives: list[nginxconf.Directive], port: int, name: str) -> Pl
             raise HostError(f"{server.path}:{server.line}: the server on port {port} redirects to "
                             f"{server.redirect} (HTTP-01 validation follows redirects to HTTPS "
                             "only; use another authenticator)")
-        port = int(target.group(2) or 443)
-        redirected = _answering(candidates, port, name)
+        target_port = int(target.group(2) or 443)
+        if target_port != 443:
+            raise HostError(f"{server.path}:{server.line}: the server on port {port} redirects "
+                            f"to port {target_port} (Let's Encrypt follows redirects to ports 80 "
+                            "and 443 only; use another authenticator)")
+        redirected = _answering(candidates, target_port, name)
         if redirected is None:
-            raise HostError(f"{server.path}:{server.line}: the server on port 80 redirects to "
-                            f"port {port} where no nginx server listens (fix the redirect, or use "
-                            "another authenticator)")
+            raise HostError(f"{server.path}:{server.line}: the server on port {port} redirects "
+                            "to port 443 where no nginx server listens (fix the redirect, or "
+                            "use another authenticator)")
+        port = target_port
         server, tls = redirected, True
     directory = _directory(server)
     if directory is None:
@@ -158,9 +166,13 @@ class Responder:
             raise HostError(f"{path.parent}: no such directory (nginx's site includes it; "
                             "create it, or use another authenticator)")
         data = snippet({token: value for token, (_, value) in answers.items()})
-        self.host.access.apply_state(path, FileState.file(data, 0o644))
         self.published, self.loaded = place, False
         try:
+            # Where it goes, first: a run killed after this is cleaned up by the next one.
+            record = self.host.access.private_dir(self.host.path(STATE_DIR)) / RECORD
+            self.host.access.apply_state(record, FileState.file(
+                place.snippet.encode() + b"\n", 0o600))
+            self.host.access.apply_state(path, FileState.file(data, 0o644))
             self._test_and_reload(path)
             self.loaded = True
             for token, (name, value) in sorted(answers.items()):
@@ -172,28 +184,48 @@ class Responder:
         return place
 
     def withdraw(self) -> None:
-        """Remove the snippet (this run's, or one a killed run left) and reload nginx.
+        """Remove the snippet (this run's, or one a killed run left: where its record says, or
+        in the default server's directory) and reload nginx when it may have loaded it.
 
         :raises HostError: the snippet could not be removed
         """
-        places = [self.published] if self.published else []
-        reload = self.loaded or not places  # a leftover may be loaded
+        own = self.published.snippet if self.published else None
+        loaded = self.loaded
         self.published, self.loaded = None, False
-        try:
-            places = places or [self.where("")]
-        except HostError:
-            pass
-        for place in places:
-            path = self.host.path(place.snippet)
+        snippets = [own] if own else []
+        snippets += [p for p in self._recorded() if p not in snippets]
+        if not snippets:
+            try:
+                snippets = [self.where("").snippet]
+            except HostError:
+                pass
+        for wazo_path in snippets:
+            path = self.host.path(wazo_path)
             if not (path.exists() or path.is_symlink()):
                 continue
             self.host.access.apply_state(path, FileState.absent())
-            if not reload:
+            if wazo_path == own and not loaded:
                 continue
             try:
                 self._test_and_reload(path)
             except HostError as exc:
                 logger.warning("%s: removed, but nginx was not reloaded: %s", path, exc)
+        record = self.host.path(f"{STATE_DIR}/{RECORD}")
+        if record.exists() or record.is_symlink():
+            self.host.access.apply_state(record, FileState.absent())
+
+    def _recorded(self) -> list[str]:
+        """The snippet a run recorded (only a path of our own file name; anything else in the
+        record is ignored)."""
+        try:
+            with open(self.host.path(f"{STATE_DIR}/{RECORD}"), "rb") as stream:
+                text = stream.read(4096).decode("utf-8", "replace").strip()
+        except OSError:
+            return []
+        if text.startswith("/") and text.endswith(f"/{SNIPPET}") and "/../" not in text \
+                and "\n" not in text:
+            return [text]
+        return []
 
     def _test_and_reload(self, path: Path) -> None:
         """`nginx -t`, then a graceful reload.
@@ -246,8 +278,8 @@ class Responder:
             raw = self.host.access.connect("127.0.0.1", place.port, 5.0)
         except OSError as exc:
             return f"127.0.0.1:{place.port}: {exc.strerror or exc}"
+        stream: socket.socket = raw
         try:
-            stream: socket.socket = raw
             if place.tls:
                 context = ssl.create_default_context()
                 context.check_hostname = False
@@ -258,6 +290,7 @@ class Responder:
         except (OSError, ssl.SSLError) as exc:
             return f"127.0.0.1:{place.port}: {exc}"
         finally:
+            stream.close()
             raw.close()
         head, _, body = response.partition(b"\r\n\r\n")
         status = head.split(b"\r\n", 1)[0].decode("latin-1")

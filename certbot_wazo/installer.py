@@ -108,17 +108,20 @@ class WazoInstaller(common.Installer, interfaces.Authenticator, interfaces.Renew
         responses: list[challenges.ChallengeResponse] = []
         answers: dict[str, tuple[str, str]] = {}
         for achall in achalls:
+            name = _identifier(achall)
             if not isinstance(achall, achallenges.KeyAuthorizationAnnotatedChallenge) or \
                     not isinstance(achall.chall, challenges.HTTP01):
-                raise errors.PluginError(f"wazo: {achall.domain}: only HTTP-01 is supported")
+                raise errors.PluginError(f"wazo: {name}: only HTTP-01 is supported")
             response, validation = achall.response_and_validation()
-            answers[achall.chall.encode("token")] = (achall.domain, validation)
+            answers[achall.chall.encode("token")] = (name, validation)
             responses.append(response)
         for deployment in self._get_deployments():
             responder = http01.Responder(deployment.host, port=self.config.http01_port)
             self._responders.append(responder)
             try:
                 place = responder.publish(answers)
+            except ValueError as exc:  # the CA's token is not base64url
+                raise errors.PluginError(f"wazo: {exc}") from None
             except WazoError as exc:
                 raise errors.PluginError(deployment.access.describe(str(exc))) from None
             except OSError as exc:
@@ -126,6 +129,15 @@ class WazoInstaller(common.Installer, interfaces.Authenticator, interfaces.Renew
             logger.info("wazo: HTTP-01 answers served from %s",
                         deployment.access.describe(str(deployment.host.path(place.snippet))))
         return responses
+
+    def auth_hint(self, failed_achalls: list[achallenges.AnnotatedChallenge]) -> str:
+        """What to check when the CA could not fetch the answers nginx served on loopback."""
+        port = self.config.http01_port
+        return (f"The wazo plugin served the answers from this host's nginx (checked on "
+                f"loopback, port {port} or the HTTPS server it redirects to). Make sure the "
+                f"name resolves to this host and that port {port} (and 443, where port "
+                f"{port} redirects) is reachable from the Internet: firewall, NAT, or another "
+                "server in front. Otherwise use --preferred-challenges dns with a DNS plugin.")
 
     def cleanup(self, achalls: list[achallenges.AnnotatedChallenge]) -> None:
         """Take the answers out of nginx again (certbot calls this even when it fails).
@@ -309,6 +321,20 @@ if not hasattr(interfaces, "Installer"):  # pragma: no cover - certbot < 1.18
     _zope_interface.implementer(interfaces.IInstaller)(WazoInstaller)
     _zope_interface.implementer(interfaces.IAuthenticator)(WazoInstaller)
     _zope_interface.provider(interfaces.IPluginFactory)(WazoInstaller)
+
+
+def _identifier(achall: achallenges.AnnotatedChallenge) -> str:
+    """The name a challenge is for (certbot 5 names it identifier, earlier ones domain).
+
+    :raises errors.PluginError: an IP address (Wazo's nginx answers for names)
+    """
+    identifier = getattr(achall, "identifier", None)
+    if identifier is None:
+        return str(achall.domain)
+    if str(getattr(identifier.typ, "name", identifier.typ)) != "dns":
+        raise errors.PluginError(f"wazo: {identifier.value}: only DNS names can be validated "
+                                 "through Wazo's nginx (use another authenticator)")
+    return str(identifier.value)
 
 
 def _notify(message: str) -> None:

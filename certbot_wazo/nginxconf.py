@@ -16,6 +16,7 @@ CONF_PREFIX = "/etc/nginx"
 MAX_FILES = 2000
 MAX_DEPTH = 20
 MAX_BYTES = 4 * 1024 * 1024
+MAX_NESTING = 30  # http > server > location > if: real ones nest 4 deep
 
 
 @dataclasses.dataclass
@@ -52,8 +53,8 @@ class Server:
 
     def listens_on(self, port: int) -> list[tuple[str, ...]]:
         """The listens of this server on port, TLS or not."""
-        return [args for args in self.listens
-                if args and listen_port(args[0], 443 if self.tls(args) else 80) == port]
+        return [args for args in self.listens if args and not args[0].startswith("unix:")
+                and listen_port(args[0], 443 if self.tls(args) else 80) == port]
 
     def tls(self, listen: tuple[str, ...]) -> bool:
         """Whether a listen of this server terminates TLS."""
@@ -150,6 +151,9 @@ def parse(text: str, path: str) -> list[Directive]:
             if not words:
                 raise HostError(f"{path}: unexpected '{{' at line {line} (fix it; 'nginx -t' "
                                 "shows the same error)")
+            if len(stack) > MAX_NESTING:
+                raise HostError(f"{path}: blocks nest deeper than {MAX_NESTING} at line {line} "
+                                "(not an nginx configuration; fix the file)")
             block: list[Directive] = []
             stack[-1].append(Directive(words[0], words[1:], block, path, first_line))
             stack.append(block)

@@ -39,11 +39,21 @@ def test_a_redirect_to_https_puts_the_answers_in_the_443_server() -> None:
                                                         443, True)
 
 
-def test_a_redirect_to_another_port_and_a_named_server_win() -> None:
-    text = ("http {\n server { listen 80; return 302 https://$host:8443$request_uri; }\n"
-            " server { listen 8443 ssl; server_name other.test; include /a/*; }\n"
-            " server { listen 8443 ssl; server_name pbx.example.test; include /b/*; }\n}\n")
-    assert (_place(text).directory, _place(text).port) == ("/b", 8443)
+def test_a_named_server_wins_over_the_default_one() -> None:
+    text = ("http {\n server { listen 80; return 302 https://$host$request_uri; }\n"
+            " server { listen 443 ssl default_server; server_name other.test; include /a/*; }\n"
+            " server { listen 443 ssl; server_name pbx.example.test; include /b/*; }\n}\n")
+    assert (_place(text).directory, _place(text).port) == ("/b", 443)
+
+
+def test_unix_sockets_are_no_port() -> None:
+    text = "http { server { listen unix:/run/x.sock; include /u/*; } server { listen 80; include /p/*; } }"
+    assert _place(text).directory == "/p"
+
+
+def test_deep_nesting_is_refused_not_a_crash() -> None:
+    with pytest.raises(HostError, match="blocks nest deeper than"):
+        nginxconf.parse("a {" * 5000 + "}" * 5000, "/etc/nginx/nginx.conf")
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -51,6 +61,8 @@ def test_a_redirect_to_another_port_and_a_named_server_win() -> None:
     ("http { server { listen 80; return 301 http://elsewhere/; } }", "HTTPS only"),
     ("http { server { listen 80; return 301 https://$host$request_uri; } }",
      "redirects to port 443 where no nginx server listens"),
+    ("http { server { listen 80; return 301 https://$host:8443$request_uri; } "
+     "server { listen 8443 ssl; include /a/*; } }", "follows redirects to ports 80 and 443 only"),
     ("http { server { listen 80; include /etc/nginx/one.conf; } }", "includes no location directory"),
 ])
 def test_where_nothing_can_answer_it_says_why(text: str, message: str) -> None:
@@ -107,6 +119,32 @@ class _Clock:
     def __call__(self) -> float:
         self.now += 0.3
         return self.now
+
+
+def test_a_killed_runs_snippet_is_removed_where_its_record_says(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    """The record is written before the snippet: the next run finds it even in a server chosen
+    by name, and reloads nginx (the killed run may have); a record naming anything else is
+    ignored."""
+    (tmp_path / "etc/nginx/locations/named").mkdir(parents=True)
+    (tmp_path / "etc/nginx/nginx.conf").write_text("http { server { listen 80; include /x/*; } }")
+    left = tmp_path / "etc/nginx/locations/named" / http01.SNIPPET
+    left.write_text("location = /x { return 200; }")
+    state = tmp_path / "var/lib/certbot-wazo"
+    state.mkdir(parents=True)
+    (state / http01.RECORD).write_text(f"/etc/nginx/locations/named/{http01.SNIPPET}\n")
+    reloads: list[Path] = []
+    responder = http01.Responder(Host(tmp_path))
+    monkeypatch.setattr(responder, "_test_and_reload", reloads.append)
+    responder.withdraw()
+    assert not left.exists() and reloads == [left]
+    assert not (state / http01.RECORD).exists()
+    victim = tmp_path / "etc/passwd"
+    victim.write_text("root")
+    (state / http01.RECORD).write_text("/etc/passwd\n")
+    responder.withdraw()
+    assert victim.exists()
 
 
 def _responder(tmp_path: Path, port: int) -> http01.Responder:

@@ -260,3 +260,37 @@ def test_config_test_wants_an_endpoint_or_a_probe(modern_root: Path, tmp_path: P
                        "configuration \\(give --wazo-probe ADDR:PORT\\)"):
         installer(tmp_path, modern_root).config_test()
     installer(tmp_path, modern_root, "--wazo-probe", "127.0.0.1:443").config_test()
+
+
+def _http01(identifier: object, token: bytes = b"t" * 32) -> object:
+    import josepy as jose
+    from acme import challenges, messages
+    from certbot import achallenges
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    challb = messages.ChallengeBody(chall=challenges.HTTP01(token=token), uri="https://ca/c",
+                                    status=messages.STATUS_PENDING)
+    return achallenges.KeyAuthorizationAnnotatedChallenge(challb=challb, identifier=identifier,
+                                                          account_key=key)
+
+
+def test_the_authenticator_offers_http01_and_says_what_to_check(legacy_root: Path,
+                                                                  tmp_path: Path) -> None:
+    plugin = installer(tmp_path, legacy_root)
+    assert [c.typ for c in plugin.get_chall_pref("pbx.example.test")] == ["http-01"]
+    hint = plugin.auth_hint([])
+    assert "port 80" in hint and "443" in hint
+
+
+def test_the_authenticator_answers_names_only(legacy_root: Path, tmp_path: Path) -> None:
+    """An IP address is refused with one line (certbot 5 names challenges by identifier;
+    certbot 2.1 knows names only); nothing is written into nginx."""
+    from acme import messages
+    from certbot import achallenges
+    if "identifier" not in achallenges.KeyAuthorizationAnnotatedChallenge.__slots__:
+        pytest.skip("this certbot has no IP identifiers (before certbot 5)")
+    plugin = installer(tmp_path, legacy_root)
+    ip = messages.Identifier(typ=messages.IDENTIFIER_IP, value="192.0.2.1")
+    with pytest.raises(errors.PluginError, match="192.0.2.1: only DNS names"):
+        plugin.perform([_http01(ip)])  # type: ignore[list-item]
+    assert not list(legacy_root.glob("etc/nginx/**/certbot-wazo-acme-challenge"))
