@@ -487,6 +487,30 @@ class Deployment:
         self.notify("Restarted the services: every endpoint serves the installed certificate")
         return True
 
+    def settle(self, timeout: float) -> bool:
+        """Wait up to timeout for every endpoint to accept connections (services that were just
+        started, e.g. by wazo-upgrade, take seconds to listen); restart nothing. An endpoint
+        that listens but serves another certificate is not waited for.
+
+        :returns: whether they all listen
+        """
+        try:
+            pending = self.endpoints()
+        except HostError:
+            return False
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = []
+            for endpoint in pending:
+                try:
+                    self.access.connect(endpoint.address, endpoint.port, 1.0).close()
+                except OSError:
+                    waiting.append(endpoint)
+            pending = waiting
+            if not pending or time.monotonic() >= deadline:
+                return not pending
+            time.sleep(0.25)
+
     def revert(self) -> bool:
         """Back to the state before the first deployment (Wazo's own pair, no overrides, no
         custom hosts template); certbot-wazo then forgets the host.

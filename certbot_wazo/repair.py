@@ -53,9 +53,15 @@ def repair(deployment: Deployment, config_dir: Path) -> Optional[status.Report]:
     back): the pair in the directory this release uses, its modes, the overrides of every
     daemon there now, the hosts mapping.
 
+    The services get the probe timeout to come up first, so a repair right after they were
+    started restarts nothing that is merely slow.
+
     :returns: None when the host was healthy (nothing done), else the status after the repair
     :raises WazoError: the repair failed (rolled back as any deployment)
     """
+    # wazo-upgrade runs its post-start.d hooks right after starting the services: give them
+    # the probe timeout to listen before judging (a slow start is not drift to repair).
+    deployment.settle(deployment.settings.probe_timeout)
     before = status.check(deployment, config_dir)
     if before.healthy:
         deployment.notify("The host is as deployed: nothing to repair")

@@ -170,3 +170,30 @@ def test_repair_without_a_deployment_says_so(ca: CA, tmp_path: Path,
     assert result.returncode == 1
     assert "no deployment to repair (deploy first" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_services_still_starting_are_waited_for_not_restarted(ca: CA, tmp_path: Path,
+                                                              hosts: list[SandboxHost]) -> None:
+    """wazo-upgrade runs post-start.d right after `wazo-service restart`: a service that
+    listens a few seconds later is waited for (the probe timeout), not restarted again."""
+    import threading
+    import time
+    host = build_release(tmp_path / "root", "24.16", NAME)
+    hosts.append(host)
+    host.start()
+    bundle = ca.trust_bundle(tmp_path / "trust.pem")
+    config, leaf = _deployed(host, ca, tmp_path, bundle)
+    unit = next(u for u in host.endpoints if not u.startswith("nginx"))
+    assert host.run("systemctl", "stop", unit).returncode == 0
+    events = len(host.events())
+    later = threading.Timer(3.0, host.run, ("systemctl", "start", unit))
+    later.start()
+    try:
+        result = _cli(host, bundle, "repair", "--config-dir", str(config), "--hostname", NAME,
+                      "--probe-timeout", "30")
+    finally:
+        later.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "nothing to repair" in result.stdout, result.stdout
+    assert host.events()[events:] == [f"start {unit}"]
+    assert host.served_cert(unit) == leaf
