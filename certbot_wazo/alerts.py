@@ -29,9 +29,12 @@ DEFAULT_RECIPIENT = "root"
 # What was sent, per problem, in the host's state directory.
 SENT_FILE = "alerts.json"
 RESEND_AFTER = 24 * 3600
-# A problem's identity: its text without the figures that change from one day to the next.
-_FIGURES = re.compile(r"\d+")
-_ADDRESS = re.compile(r"[^\s@,;<>\"']+(@[^\s@,;<>\"']+)?\Z")
+# A problem's identity: its text without the time left, which changes from one day to the next.
+_TIME_LEFT = re.compile(r"\b\d+ (days?|hours?)\b")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# An address sendmail and the To header take as they are: ASCII local part (RFC 5322 atext and
+# dots), optional @domain; nothing that reads as a group, a comment or an encoded word.
+_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(@[A-Za-z0-9.-]+)?\Z")
 
 Clock = Callable[[], float]
 
@@ -62,7 +65,7 @@ def recipients(host: Host, override: Optional[str] = None) -> list[str]:
 
 def problem_key(problem: str) -> str:
     """The identity of a problem from one day to the next."""
-    return hashlib.sha256(_FIGURES.sub("#", problem).encode()).hexdigest()[:16]
+    return hashlib.sha256(_TIME_LEFT.sub(r"# \1", problem).encode()).hexdigest()[:16]
 
 
 def message(report: Report, problems: Sequence[str], to: Sequence[str],
@@ -71,7 +74,8 @@ def message(report: Report, problems: Sequence[str], to: Sequence[str],
     name = report.hostname or report.root
     mail = email.message.EmailMessage()
     mail["To"] = ", ".join(to)
-    mail["Subject"] = f"certbot-wazo on {name}: {problems[0][:120]}" + \
+    first = " ".join(_CONTROL.sub(" ", problems[0]).split())[:120]
+    mail["Subject"] = f"certbot-wazo on {' '.join(name.split())}: {first}" + \
         (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
     mail["Date"] = email.utils.formatdate(localtime=True)
     mail["Auto-Submitted"] = "auto-generated"

@@ -300,13 +300,13 @@ def _status_report(deployment: Deployment, args: argparse.Namespace) -> dict[str
     deployment.notify = messages.append
     report = status.check(deployment, Path(args.config_dir))
     describe = deployment.access.describe
-    _alert(deployment, report, args)
     data = json.loads(describe(json.dumps(dict(report.as_json(), messages=messages))))
     data["host"] = deployment.settings.ssh
     data["text"] = describe("\n".join([*messages, report.as_text()]))
     described = status.Report(**{k: v for k, v in data.items()
                                  if k in status.Report.__dataclass_fields__})
     data["_report"] = described
+    _alert(deployment, described, args)  # the host's paths, never the mirror's
     return dict(data)
 
 
@@ -370,6 +370,11 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK if report.healthy else EXIT_FAILED
 
 
+# The unit whose ExecStopPost runs `status --alert` (systemd gives it SERVICE_RESULT and
+# EXIT_STATUS); certbot.service unless the unit says otherwise.
+ALERT_UNIT = "CERTBOT_WAZO_UNIT"
+
+
 def _alert(deployment: Deployment, report: status.Report, args: argparse.Namespace) -> None:
     """--alert: mail what needs attention, and a failed certbot run when certbot.service's
     ExecStopPost runs this (systemd gives it SERVICE_RESULT and EXIT_STATUS).
@@ -380,10 +385,14 @@ def _alert(deployment: Deployment, report: status.Report, args: argparse.Namespa
         return
     extra = []
     result = os.environ.get("SERVICE_RESULT")
+    unit = os.environ.get(ALERT_UNIT, "certbot")
     if result and result != "success":
-        extra.append(f"certbot renew failed ({result}, exit status "
-                     f"{os.environ.get('EXIT_STATUS', '?')}; `journalctl -u certbot` says why, "
-                     "`certbot renew` runs it again)")
+        again = "`certbot renew` runs it again" if unit == "certbot" else \
+            f"`systemctl start {unit}` runs it again"
+        what = "certbot renew" if unit == "certbot" else f"{unit}.service"
+        extra.append(f"{what} failed ({result}, exit status "
+                     f"{os.environ.get('EXIT_STATUS', '?')}; `journalctl -u {unit}` says why, "
+                     f"{again})")
     mailed, to = alerts.send(deployment.host, report, args.alert_to, extra)
     if mailed:
         _say(deployment.access.describe(f"Alert about {len(mailed)} problem(s) sent to "

@@ -96,9 +96,13 @@ def test_wazo_alert_addresses_and_a_failed_certbot_run(legacy_host: SandboxHost,
     assert "journalctl -u certbot" in mail.get_content()
     assert "sent to pbx-admin@example.test, ops@example.test" in failed.stdout
     other = _status(host, bundle, "--alert-to", "noc@example.test",
-                    env={"SERVICE_RESULT": "timeout", "EXIT_STATUS": "0"})
+                    env={"SERVICE_RESULT": "timeout", "EXIT_STATUS": "0",
+                         "CERTBOT_WAZO_UNIT": "certbot-wazo-repair"})
     assert other.returncode == 0
     assert _mails(host)[-1]["To"] == "noc@example.test"
+    body = _mails(host)[-1].get_content()
+    assert "certbot-wazo-repair.service failed (timeout" in body
+    assert "journalctl -u certbot-wazo-repair" in body and "certbot renew failed" not in body
 
 
 def test_a_refusing_mta_is_one_line_and_the_alert_is_sent_later(modern_host: SandboxHost, ca: CA,

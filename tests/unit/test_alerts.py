@@ -39,6 +39,9 @@ def test_a_bad_address_names_where_it_comes_from(tmp_path: Path) -> None:
         alerts.recipients(_host(tmp_path, 'XIVO_ALERT_EMAILS="-oQ/x"\n'))
     with pytest.raises(HostError, match="--alert-to: 'a<b' is not"):
         alerts.recipients(_host(tmp_path), "a<b")
+    for odd in ("x:y@z", "\u00e9@x.org", "a(b@c"):  # a group, an encoded word, a comment
+        with pytest.raises(HostError, match="is not an e-mail address"):
+            alerts.recipients(_host(tmp_path), odd)
 
 
 def test_a_problem_keeps_its_identity_as_days_pass() -> None:
@@ -46,6 +49,8 @@ def test_a_problem_keeps_its_identity_as_days_pass() -> None:
         alerts.problem_key("/c/server.crt: expires in 8 days (x)")
     assert alerts.problem_key("/c/server.crt: expires in 9 days") != \
         alerts.problem_key("/c/server.key: missing")
+    assert alerts.problem_key("127.0.0.1:443 (nginx): fails") != \
+        alerts.problem_key("127.0.0.1:9497 (wazo-auth): fails")
 
 
 def test_the_message_says_what_and_how_to_fix() -> None:
@@ -57,6 +62,15 @@ def test_the_message_says_what_and_how_to_fix() -> None:
     assert mail["Auto-Submitted"] == "auto-generated"
     body = mail.get_content()  # type: ignore[attr-defined]
     assert "- one (fix: a)\n- two\n" in body and "certbot-wazo retry" in body
+
+
+def test_a_problem_with_line_breaks_makes_a_one_line_subject() -> None:
+    """nginx's or a command's output can end up in a problem: never a header injection."""
+    report = Report(root="/", hostname="pbx.example.test")
+    data = alerts.message(report, ["first line\nBcc: x@evil.test\r\n\tthird"], ["root"])
+    mail = email.message_from_bytes(data, policy=email.policy.default)
+    assert mail["Bcc"] is None
+    assert mail["Subject"] == "certbot-wazo on pbx.example.test: first line Bcc: x@evil.test third"
 
 
 def test_once_a_day_per_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
