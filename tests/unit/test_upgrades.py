@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,12 +28,36 @@ def _lock_line(path: Path) -> str:
             f"{info.st_ino} 0 EOF\n")
 
 
-def test_dpkg_lock_held(tmp_path: Path) -> None:
+def test_dpkg_lock_held_by_another_process(tmp_path: Path) -> None:
+    """What dpkg does (an fcntl write lock on lock-frontend, then lock), seen without taking it."""
     root = tmp_path / "root"
     lock = root / "var/lib/dpkg/lock-frontend"
     lock.parent.mkdir(parents=True)
     lock.write_text("")
     (root / "var/lib/dpkg/lock").write_text("")
+    proc = _proc(tmp_path, "", {})
+    assert not upgrades.dpkg_busy(Host(root), proc)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_RDWR)\nfcntl.lockf(fd, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True)\ntime.sleep(60)\n", str(lock)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        assert upgrades.dpkg_busy(Host(root), proc)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not upgrades.dpkg_busy(Host(root), proc)
+
+
+def test_proc_locks_where_fcntl_cannot_ask(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upgrades, "_write_locked", lambda path: None)
+    root = tmp_path / "root"
+    lock = root / "var/lib/dpkg/lock-frontend"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
     held = _proc(tmp_path, "2: FLOCK  ADVISORY  WRITE 1 00:00:1 0 EOF\n" + _lock_line(lock), {})
     assert upgrades.dpkg_busy(Host(root), held)
     other = tmp_path / "other"
