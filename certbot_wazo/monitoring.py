@@ -16,14 +16,15 @@ CRITICAL_DAYS = 7
 
 def nagios(report: Report) -> tuple[str, int]:
     """One plugin output line (text | performance data) and the exit code: OK healthy, WARNING
-    when only an expiry within EXPIRY_WARNING_DAYS is wrong, CRITICAL otherwise."""
+    when only an expiry within the warning threshold is wrong, CRITICAL otherwise."""
     days = report.pair.get("days_left")
+    warn, crit = thresholds(report)
     endpoints_ok = sum(1 for e in report.endpoints if e.get("ok"))
     endpoints_failed = len(report.endpoints) - endpoints_ok
     only_expiry = bool(report.problems) and all(" expires in " in p for p in report.problems)
     if report.healthy:
         code = OK
-    elif only_expiry and isinstance(days, int) and days >= CRITICAL_DAYS:
+    elif only_expiry and isinstance(days, int) and days >= crit:
         code = WARNING
     else:
         code = CRITICAL
@@ -37,9 +38,21 @@ def nagios(report: Report) -> tuple[str, int]:
             f"problems={len(report.problems)}"]
     if isinstance(days, int):
         # plugin range syntax: "14:" alerts below 14 (Monitoring Plugins guidelines)
-        perf.insert(0, f"days_left={days};{EXPIRY_WARNING_DAYS}:;{CRITICAL_DAYS}:")
+        perf.insert(0, f"days_left={days};{warn}:;{crit}:")
     line = f"CERTBOT-WAZO {STATES[code]} - {what} | {' '.join(perf)}"
     return line.replace("\n", " "), code
+
+
+def thresholds(report: Report) -> tuple[int, int]:
+    """Days left below which the expiry is a warning, and critical: 14 and 7, or a third and
+    a sixth of the certificate's lifetime when shorter (2 and 1 for a 6-day certificate)."""
+    try:
+        lifetime = (datetime.datetime.fromisoformat(str(report.pair["not_after"])) -
+                    datetime.datetime.fromisoformat(str(report.pair["not_before"])))
+    except (KeyError, ValueError):
+        return EXPIRY_WARNING_DAYS, CRITICAL_DAYS
+    days = lifetime.total_seconds() / 86400
+    return min(EXPIRY_WARNING_DAYS, int(days / 3)), min(CRITICAL_DAYS, int(days / 6))
 
 
 HELP = {

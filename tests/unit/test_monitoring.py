@@ -83,3 +83,15 @@ def test_the_textfile_is_written_atomically_and_readable_by_the_collector(
     cli.main(["status", "--root", str(tmp_path), "--prometheus", str(prom)])
     assert "certbot_wazo_healthy" in prom.read_text()
     assert prom.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_six_day_certificate_has_thresholds_of_its_lifetime() -> None:
+    """2 and 1 days (a third and a sixth), not 14 and 7: every healthy 6-day certificate would
+    otherwise graph as critical."""
+    report = Report(root="/", hostname="pbx.example.test", pair={
+        "days_left": 1, "not_before": "2026-01-01T00:00:00+00:00",
+        "not_after": "2026-01-07T00:00:00+00:00"},
+        problems=["/c/server.crt: expires in 35 hours (check that renewal runs)"])
+    line, code = monitoring.nagios(report)
+    assert "days_left=1;2:;1:" in line
+    assert code == monitoring.WARNING
