@@ -61,7 +61,8 @@ def main() -> int:
             pebble.start(work / "pebble")
             print(f"pebble: {pebble.directory_url}; trust store for the probes: "
                   f"{pebble.trust_bundle_path}")
-            with build_host(work / "wazo", "legacy") as host:
+            # Its nginx serves plain HTTP where pebble validates HTTP-01 (port 80 on a real host)
+            with build_host(work / "wazo", "legacy", http_port=pebble.http_port) as host:
                 host.start()
                 print(f"Wazo root: {host.root} ({len(host.endpoints)} TLS endpoints: "
                       f"{', '.join(sorted(host.endpoints))})")
@@ -70,10 +71,11 @@ def main() -> int:
                 say("Before: Wazo's self-signed certificate")
                 status(host, cb)
 
-                say("Migration: certbot obtains a certificate and the wazo installer deploys it")
+                say("Migration: one command; Wazo's own nginx answers the challenge, the "
+                    "plugin deploys")
                 before, mark = snapshot(host.root), len(host.events())
-                command = ["run", *cb.standalone_args(), "-i", "wazo", "--wazo-root",
-                           str(host.root), "-d", host.name]
+                command = ["run", "--configurator", "wazo", "--http-01-port",
+                           str(pebble.http_port), "--wazo-root", str(host.root), "-d", host.name]
                 show(cb.run(*command), "certbot " + " ".join(command))
                 print("\nFiles changed:\n  " + "\n  ".join(differences(before,
                                                                      snapshot(host.root))))
