@@ -47,3 +47,33 @@ def test_nothing_enabled_in_renewal_hooks() -> None:
     assert files.returncode == 0, files.stderr
     assert str(HOOK) in files.stdout.splitlines()
     assert not [f for f in files.stdout.splitlines() if f.startswith("/etc/letsencrypt")]
+
+
+def test_the_plugin_is_also_an_authenticator(tmp_path: Path) -> None:
+    """`certbot run --configurator wazo` needs both interfaces."""
+    dirs = [f"--{kind}-dir={tmp_path / kind}" for kind in ("config", "work", "logs")]
+    result = run("/usr/bin/certbot", "plugins", "--text", "--authenticators", "--installers",
+                 *dirs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "* wazo" in result.stdout.splitlines(), result.stdout
+
+
+@pytest.mark.parametrize("upgrader", ["wazo-upgrade", "xivo-upgrade"])
+def test_upgrades_run_the_repair(upgrader: str) -> None:
+    """wazo-upgrade (xivo-upgrade before 19.13) runs each executable of post-start.d; on a host
+    where nothing was ever deployed the hook does nothing, successfully."""
+    hook = Path(f"/usr/share/{upgrader}/post-start.d/90-certbot-wazo-repair")
+    assert hook.is_file() and os.access(hook, os.X_OK)
+    if Path("/var/lib/certbot-wazo").exists():
+        pytest.skip("this machine has certbot-wazo state: the hook would repair it")
+    result = run(str(hook))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_package_changes_trigger_the_repair() -> None:
+    triggers = Path("/var/lib/dpkg/info/python3-certbot-wazo.triggers").read_text()
+    for directory in ("/usr/share/xivo-certs", "/usr/share/wazo-certs",
+                      "/etc/nginx/sites-available", "/usr/share/xivo-config/templates"):
+        assert f"interest-noawait {directory}" in triggers.splitlines()
+    unit = Path("/lib/systemd/system/certbot-wazo-repair.service").read_text()
+    assert "ExecStart=/usr/bin/certbot-wazo repair --wait-for-dpkg 3600" in unit
