@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Iterator
 
@@ -131,3 +132,22 @@ def test_a_broken_nginx_configuration_stops_before_any_reload(host: SandboxHost,
     assert _tree(host.root) == before
     assert host.events().count("reload nginx") == reloads
     assert {unit: host.served_cert(unit) for unit in host.endpoints} == served
+
+
+@pytest.mark.parametrize("host", ["25.17"], indirect=True)
+def test_without_d_certbot_offers_the_hosts_names(host: SandboxHost, pebble: Pebble,
+                                                  tmp_path: Path) -> None:
+    """Interactive, no -d: certbot lists the names the host answers to; Enter takes them all."""
+    cb = _certbot(pebble, tmp_path / "certbot")
+    argv = [*cb.argv, "run", "--configurator", "wazo", *_wazo(host), "--server",
+            pebble.directory_url, "--config-dir", str(cb.config_dir), "--work-dir",
+            str(cb.work_dir), "--logs-dir", str(cb.logs_dir), "--agree-tos", "-m",
+            "admin@example.test", "--no-eff-email", "--force-interactive"]
+    result = subprocess.run(argv, input="\n", capture_output=True, text=True, timeout=180,
+                            env=cb.env(), cwd=cb.workdir)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Which names would you like to activate HTTPS for?" in result.stdout
+    assert f"1: {NAME}" in result.stdout
+    leaf = _leaf_der(cb.live(NAME) / "fullchain.pem")
+    for unit in host.endpoints:
+        assert host.served_cert(unit) == leaf, unit
