@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -176,8 +177,6 @@ def test_services_still_starting_are_waited_for_not_restarted(ca: CA, tmp_path: 
                                                               hosts: list[SandboxHost]) -> None:
     """wazo-upgrade runs post-start.d right after `wazo-service restart`: a service that
     listens a few seconds later is waited for (the probe timeout), not restarted again."""
-    import threading
-    import time
     host = build_release(tmp_path / "root", "24.16", NAME)
     hosts.append(host)
     host.start()

@@ -4,10 +4,12 @@ and revert puts every file back byte for byte."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import ssl
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.pki import CA
+from tests.sandbox.acme import Pebble
+from tests.sandbox.certbot import Certbot, certbot_variants
 from tests.sandbox.host import SandboxHost
 from tests.sandbox.release import build_release, releases
 from tests.sandbox.remote import Target, Targets
@@ -118,12 +122,6 @@ def test_configurator_over_ssh(targets: Targets, tmp_path: Path, release: str) -
     """certbot run --configurator wazo --wazo-ssh: the remote host's own nginx answers HTTP-01
     on its own address (pebble resolves the name there), the pair is deployed there, and its
     nginx configuration is byte-identical afterwards."""
-    import json
-    import urllib.request
-
-    from tests.sandbox.acme import Pebble
-    from tests.sandbox.certbot import Certbot, certbot_variants
-
     target = targets.add("c" + release.replace(".", ""),
                          functools.partial(build_release, release=release, name=NAME))
     try:
