@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from acme import challenges
 from certbot import achallenges, errors, interfaces
@@ -19,7 +19,16 @@ from certbot_wazo.host import LEGACY
 logger = logging.getLogger(__name__)
 
 
-class WazoInstaller(common.Installer, interfaces.Authenticator, interfaces.RenewDeployer):
+# certbot before 1.18 (Debian 11 has 1.12) has no ABC for authenticators: there the class is
+# declared an IAuthenticator through zope.interface (see the end of this module).
+if TYPE_CHECKING or hasattr(interfaces, "Authenticator"):
+    _Authenticator = interfaces.Authenticator
+else:  # pragma: no cover - certbot < 1.18
+    class _Authenticator:
+        """Nothing: certbot < 1.18 finds authenticators through zope.interface."""
+
+
+class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
     """Install certificates into a Wazo (formerly XiVO) telephony server, and answer HTTP-01
     challenges through its own nginx (`--configurator wazo`)."""
 
