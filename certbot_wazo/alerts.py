@@ -8,6 +8,8 @@ import json
 import logging
 import re
 import secrets
+import socket
+import textwrap
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -68,10 +70,21 @@ def problem_key(problem: str) -> str:
     return hashlib.sha256(_TIME_LEFT.sub(r"# \1", problem).encode()).hexdigest()[:16]
 
 
+def host_label(report: Report, where: Optional[str] = None) -> str:
+    """How the mail names the host: the SSH destination, else the services' name, else this
+    machine's name (a self-signed pair's "localhost" names nothing)."""
+    if where:
+        return where
+    if report.hostname and report.hostname != "localhost":
+        return report.hostname
+    return socket.gethostname() or report.root
+
+
 def message(report: Report, problems: Sequence[str], to: Sequence[str],
-            extra: Sequence[str] = ()) -> bytes:
-    """The alert: what is wrong, each with the command that fixes it, and where to look."""
-    name = report.hostname or report.root
+            extra: Sequence[str] = (), where: Optional[str] = None) -> bytes:
+    """The alert: what is wrong, each with the command that fixes it, and where to look;
+    plain text wrapped for a terminal's `mail`."""
+    name = host_label(report, where)
     mail = email.message.EmailMessage()
     mail["To"] = ", ".join(to)
     first = " ".join(_CONTROL.sub(" ", problems[0]).split())[:120]
@@ -80,7 +93,9 @@ def message(report: Report, problems: Sequence[str], to: Sequence[str],
     mail["Date"] = email.utils.formatdate(localtime=True)
     mail["Auto-Submitted"] = "auto-generated"
     body = [f"certbot-wazo found what needs attention on the Wazo host {name}:", ""]
-    body += [f"- {problem}" for problem in problems]
+    body += [textwrap.fill(problem, 76, initial_indent="- ", subsequent_indent="  ",
+                           break_long_words=False, break_on_hyphens=False)
+             for problem in problems]
     body += ["", *extra,
              "Each line says what fixes it. Then `certbot-wazo status` shows the host's state;",
              "`certbot-wazo retry` deploys a renewal whose deployment failed; `certbot renew`",
@@ -91,7 +106,8 @@ def message(report: Report, problems: Sequence[str], to: Sequence[str],
 
 
 def send(host: Host, report: Report, override: Optional[str] = None,
-         extra_problems: Sequence[str] = (), clock: Clock = time.time) -> tuple[list[str], list[str]]:
+         extra_problems: Sequence[str] = (), clock: Clock = time.time,
+         where: Optional[str] = None) -> tuple[list[str], list[str]]:
     """Mail the problems (extra_problems, then the report's) not mailed in the last day to
     recipients(host, override); remember what was sent, and forget what is solved (it is
     mailed again if it comes back).
@@ -113,7 +129,7 @@ def send(host: Host, report: Report, override: Optional[str] = None,
     to: list[str] = []
     if due:
         to = recipients(host, override)
-        _deliver(host, state_dir, message(report, due, to))
+        _deliver(host, state_dir, message(report, due, to, where=where))
         keep.update({problem_key(p): now for p in due})
     if keep != sent:
         host.access.apply_state(sent_path, FileState.file(

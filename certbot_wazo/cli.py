@@ -393,7 +393,8 @@ def _alert(deployment: Deployment, report: status.Report, args: argparse.Namespa
         extra.append(f"{what} failed ({result}, exit status "
                      f"{os.environ.get('EXIT_STATUS', '?')}; `journalctl -u {unit}` says why, "
                      f"{again})")
-    mailed, to = alerts.send(deployment.host, report, args.alert_to, extra)
+    mailed, to = alerts.send(deployment.host, report, args.alert_to, extra,
+                             where=deployment.settings.ssh)
     if mailed:
         _say(deployment.access.describe(f"Alert about {len(mailed)} problem(s) sent to "
                                         f"{', '.join(to)}"))

@@ -3,8 +3,11 @@ namespace, whose sessions have only sh and coreutils on PATH (no Python): the mi
 through certbot, status and revert over SSH; a connection dropped at every step; several hosts."""
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -348,3 +351,47 @@ def test_bad_remote_input_is_one_line_naming_the_host_and_changes_nothing(
     assert "/tmp/cw-" not in result.stdout + result.stderr  # never the local mirror's paths
     assert differences(before, fresh.files()) == []
     assert not (target.root / "var/lib/certbot-wazo/transaction").exists()
+
+
+def _lineage(config: Path, pair: tuple[Path, Path], name: str) -> Path:
+    """A certbot lineage on the controller (live/NAME -> archive/NAME/*1.pem) holding pair."""
+    archive, live = config / "archive" / name, config / "live" / name
+    archive.mkdir(parents=True)
+    live.mkdir(parents=True)
+    for kind, source in (("fullchain", pair[0]), ("cert", pair[0]), ("privkey", pair[1])):
+        shutil.copy(source, archive / f"{kind}1.pem")
+        (live / f"{kind}.pem").symlink_to(f"../../archive/{name}/{kind}1.pem")
+    return live
+
+
+def test_alert_and_repair_over_ssh(fresh: Legacy, ca: CA, tmp_path: Path) -> None:
+    """After the certificate package made a new self-signed pair on the host: status --alert
+    mails through the host's own sendmail, naming the host's paths (never the mirror's), once
+    a day; repair deploys the controller's lineage again."""
+    targets, target = fresh.targets, fresh.target
+    config = tmp_path / "letsencrypt"
+    live = _lineage(config, ca.issue(tmp_path / "pair", names=[target.host.name]),
+                    target.host.name)
+    assert cw(targets, "deploy", *remote_args(target), "--lineage", str(live)).returncode == 0
+    certs = target.root / "usr/share/xivo-certs"
+    crt, key = ca.issue(tmp_path / "self", names=["localhost"], chain="self-signed")
+    for source, name in ((crt, "server.crt"), (key, "server.key")):
+        shutil.copy(source, certs / name)
+        os.chown(certs / name, 0, 33)
+        os.chmod(certs / name, 0o640)
+    outbox = target.root / "var/mail/sandbox-outbox"
+    before = len(list(outbox.iterdir())) if outbox.is_dir() else 0
+    alert = cw(targets, "status", *remote_args(target), "--config-dir", str(config), "--alert")
+    assert alert.returncode == 1, alert.stdout + alert.stderr
+    mails = sorted(outbox.iterdir(), key=lambda p: int(p.stem))
+    assert len(mails) == before + 1
+    mail = email.message_from_bytes(mails[-1].read_bytes(), policy=email.policy.default)
+    text = " ".join(mail.get_content().split())  # type: ignore[attr-defined]
+    assert mail["Subject"].startswith(f"certbot-wazo on {target.destination}: ")
+    assert f"{target.destination}:{certs}/server.crt: still Wazo's self-signed" in text, text
+    assert "/tmp/" not in text.replace(str(target.root), "")
+    again = cw(targets, "status", *remote_args(target), "--config-dir", str(config), "--alert")
+    assert again.returncode == 1 and len(list(outbox.iterdir())) == before + 1
+    repair = cw(targets, "repair", *remote_args(target), "--config-dir", str(config))
+    assert repair.returncode == 0, repair.stdout + repair.stderr
+    assert serves(targets, target, leaf_of(live / "fullchain.pem"))
