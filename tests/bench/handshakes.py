@@ -42,13 +42,15 @@ class HandshakeLoop:
                  timeout: float = 1.0) -> None:
         host, port = address.rsplit(":", 1)
         self.address = address
-        self.target = (host, int(port))
+        self.target = (host.strip("[]"), int(port))
         self.server_name = server_name
         self.interval = interval
         self.timeout = timeout
         self.context = _client_context()
         # (monotonic time the attempt ended, error kind or "" for a completed handshake)
         self.attempts: list[tuple[float, str]] = []
+        # (wall-clock time, DER of the leaf served) of each completed handshake
+        self.served: list[tuple[float, bytes]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"handshakes {address}", daemon=True)
 
@@ -64,7 +66,8 @@ class HandshakeLoop:
     def _once(self) -> str:
         try:
             with socket.create_connection(self.target, timeout=self.timeout) as sock:
-                with self.context.wrap_socket(sock, server_hostname=self.server_name):
+                with self.context.wrap_socket(sock, server_hostname=self.server_name) as tls:
+                    self.served.append((time.time(), tls.getpeercert(binary_form=True) or b""))
                     return ""
         except (OSError, ssl.SSLError) as exc:
             return type(exc).__name__
@@ -74,6 +77,17 @@ class HandshakeLoop:
             error = self._once()
             self.attempts.append((time.monotonic(), error))
             self._stop.wait(self.interval)
+
+    def __enter__(self) -> HandshakeLoop:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def failed(self) -> int:
+        """Failed handshakes so far."""
+        return sum(1 for _, error in list(self.attempts) if error)
 
     def succeeded_since(self, since: float) -> bool:
         """Whether a handshake completed after `since` (monotonic)."""

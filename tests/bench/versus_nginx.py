@@ -120,7 +120,6 @@ class Watcher:
         deadline = returned + SERVE_WAIT
         while len(self.changed) < len(self.before) and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.__exit__()
         serving = [t for t, der in self.changed.values() if der == leaf]
         done = len(serving) == len(self.before)
         return {"seconds": max(serving) - start if done else None, "serving": len(serving),

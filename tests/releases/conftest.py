@@ -4,12 +4,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from tests.sandbox.host import SandboxHost  # noqa: E402
+from tests.sandbox.release import build_release  # noqa: E402
 
 
 def private_network() -> bool:
@@ -34,3 +38,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "tests/releases/test_" in str(item.fspath):
             item.add_marker(skip)
+
+
+
+@pytest.fixture
+def host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SandboxHost]:
+    """The release request.param (parametrize indirectly) built from the corpus and started;
+    always stopped afterwards."""
+    built = build_release(tmp_path / "root", request.param)
+    try:
+        built.start()
+        yield built
+    finally:
+        built.stop()

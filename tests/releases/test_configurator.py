@@ -14,9 +14,9 @@ import pytest
 from tests.sandbox.acme import Pebble
 from tests.sandbox.certbot import Certbot, certbot_variants
 from tests.sandbox.host import SandboxHost
-from tests.sandbox.release import build_release, facts, releases
+from tests.sandbox.release import NAME, facts, releases
 
-from .test_releases import NAME, _leaf_der
+from .test_releases import _leaf_der
 
 SNIPPET = "certbot-wazo-acme-challenge"
 
@@ -27,16 +27,6 @@ def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
     with Pebble(http_port=80) as server:
         server.start(tmp_path_factory.mktemp("pebble"))
         yield server
-
-
-@pytest.fixture
-def host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SandboxHost]:
-    built = build_release(tmp_path / "root", request.param, NAME)
-    try:
-        built.start()
-        yield built
-    finally:
-        built.stop()
 
 
 def _certbot(pebble: Pebble, workdir: Path, variant: str = "pypi") -> Certbot:

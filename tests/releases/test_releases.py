@@ -9,38 +9,25 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests.bench.handshakes import HandshakeLoop
 from tests.pki import CA
 from tests.sandbox.config import daemon_config
 from tests.sandbox.host import SandboxHost
 from tests.sandbox.peers import client_context, resolve
-from tests.sandbox.release import build_release, facts, releases
+from tests.sandbox.release import NAME, facts, releases
 
 CLI = Path(sys.executable).with_name("certbot-wazo")
-NAME = "wazo.example.test"
 
 
 @pytest.fixture(scope="module")
 def ca() -> CA:
     return CA("Releases")
-
-
-@pytest.fixture
-def host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SandboxHost]:
-    built = build_release(tmp_path / "root", request.param, NAME)
-    try:
-        built.start()
-        yield built
-    finally:
-        built.stop()
 
 
 def _leaf_der(fullchain: Path) -> bytes:
@@ -53,38 +40,6 @@ def _deploy(host: SandboxHost, pair: tuple[Path, Path], bundle: Path) -> subproc
     return subprocess.run([str(CLI), "deploy", "--root", str(host.root), "--cert", str(pair[0]),
                            "--key", str(pair[1]), "--hostname", NAME, "--probe-timeout", "30"],
                           capture_output=True, text=True, timeout=300, env=env, check=False)
-
-
-class Handshakes:
-    """Handshakes with one endpoint every 5 ms, counting failures, until stopped."""
-
-    def __init__(self, address: str) -> None:
-        host, _, port = address.rpartition(":")
-        self.target = (host.strip("[]"), int(port))
-        self.ok = self.failed = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        while not self._stop.is_set():
-            try:
-                with socket.create_connection(self.target, timeout=2) as sock:
-                    with context.wrap_socket(sock, server_hostname=NAME):
-                        self.ok += 1
-            except OSError:
-                self.failed += 1
-            time.sleep(0.005)
-
-    def __enter__(self) -> Handshakes:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 @pytest.mark.parametrize("host", releases(), indirect=True)
@@ -103,13 +58,14 @@ def test_release_deploy_then_renew(host: SandboxHost, ca: CA, tmp_path: Path) ->
 
     renewed = ca.issue(tmp_path / "renewed", names=[NAME])
     nginx = next((unit for unit in host.endpoints if unit.startswith("nginx")), None)
-    with Handshakes(host.endpoints[nginx]) if nginx else contextlib.nullcontext() as loop:
+    with HandshakeLoop(host.endpoints[nginx], NAME) if nginx else \
+            contextlib.nullcontext() as loop:
         result = _deploy(host, renewed, bundle)
     assert result.returncode == 0, result.stderr
     for unit in host.endpoints:
         assert host.served_cert(unit) == _leaf_der(renewed[0]), unit
     if loop is not None:
-        assert loop.ok > 0 and loop.failed == 0, (loop.ok, loop.failed)
+        assert loop.served and loop.failed() == 0, (len(loop.served), loop.failed())
 
     assert _peer_errors(host, release, bundle) == []
 

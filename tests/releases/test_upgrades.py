@@ -26,10 +26,11 @@ from typing import Iterator
 import pytest
 
 from tests.pki import CA
+from tests.sandbox.certbot import lineage
 from tests.sandbox.host import SandboxHost
-from tests.sandbox.release import build_release
+from tests.sandbox.release import NAME, build_release
 
-from .test_releases import NAME, _leaf_der, _postinst_configure
+from .test_releases import _leaf_der, _postinst_configure
 
 CLI = Path(sys.executable).with_name("certbot-wazo")
 # What an upgrade leaves alone: files no package owns.
@@ -49,19 +50,6 @@ def hosts() -> Iterator[list[SandboxHost]]:
         host.stop()
 
 
-def _lineage(config: Path, pair: tuple[Path, Path]) -> Path:
-    """A certbot lineage (live/NAME -> archive/NAME/*1.pem) holding pair."""
-    archive, live = config / "archive" / NAME, config / "live" / NAME
-    archive.mkdir(parents=True)
-    live.mkdir(parents=True)
-    shutil.copy(pair[0], archive / "fullchain1.pem")
-    shutil.copy(pair[0], archive / "cert1.pem")
-    shutil.copy(pair[1], archive / "privkey1.pem")
-    for name in ("fullchain", "privkey", "cert"):
-        (live / f"{name}.pem").symlink_to(f"../../archive/{NAME}/{name}1.pem")
-    return live
-
-
 def _cli(host: SandboxHost, bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(host.env(), SSL_CERT_FILE=str(bundle))
     env.pop("SSL_CERT_DIR", None)
@@ -71,7 +59,7 @@ def _cli(host: SandboxHost, bundle: Path, *args: str) -> subprocess.CompletedPro
 
 def _deployed(host: SandboxHost, ca: CA, tmp: Path, bundle: Path) -> tuple[Path, bytes]:
     config = tmp / "letsencrypt"
-    live = _lineage(config, ca.issue(tmp / "pair", names=[NAME]))
+    live = lineage(config, ca.issue(tmp / "pair", names=[NAME]), NAME)
     result = _cli(host, bundle, "deploy", "--lineage", str(live), "--hostname", NAME,
                   "--probe-timeout", "30")
     assert result.returncode == 0, result.stderr

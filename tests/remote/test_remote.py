@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certbot_wazo.pair import load_chain
 from tests.pki import CA
 from tests.sandbox.acme import Pebble
-from tests.sandbox.certbot import Certbot, certbot_variants
+from tests.sandbox.certbot import Certbot, certbot_variants, lineage
 from tests.sandbox.host import build_host, keep_pristine, restore_pristine
 from tests.sandbox.remote import Target, Targets
 from tests.sandbox.tree import Tree, differences, snapshot
@@ -353,24 +353,13 @@ def test_bad_remote_input_is_one_line_naming_the_host_and_changes_nothing(
     assert not (target.root / "var/lib/certbot-wazo/transaction").exists()
 
 
-def _lineage(config: Path, pair: tuple[Path, Path], name: str) -> Path:
-    """A certbot lineage on the controller (live/NAME -> archive/NAME/*1.pem) holding pair."""
-    archive, live = config / "archive" / name, config / "live" / name
-    archive.mkdir(parents=True)
-    live.mkdir(parents=True)
-    for kind, source in (("fullchain", pair[0]), ("cert", pair[0]), ("privkey", pair[1])):
-        shutil.copy(source, archive / f"{kind}1.pem")
-        (live / f"{kind}.pem").symlink_to(f"../../archive/{name}/{kind}1.pem")
-    return live
-
-
 def test_alert_and_repair_over_ssh(fresh: Legacy, ca: CA, tmp_path: Path) -> None:
     """After the certificate package made a new self-signed pair on the host: status --alert
     mails through the host's own sendmail, naming the host's paths (never the mirror's), once
     a day; repair deploys the controller's lineage again."""
     targets, target = fresh.targets, fresh.target
     config = tmp_path / "letsencrypt"
-    live = _lineage(config, ca.issue(tmp_path / "pair", names=[target.host.name]),
+    live = lineage(config, ca.issue(tmp_path / "pair", names=[target.host.name]),
                     target.host.name)
     assert cw(targets, "deploy", *remote_args(target), "--lineage", str(live)).returncode == 0
     certs = target.root / "usr/share/xivo-certs"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +28,18 @@ def _has_certbot(python: str) -> bool:
     if not Path(python).exists():
         return False
     return subprocess.run([python, "-c", "import certbot"], capture_output=True, timeout=60).returncode == 0
+
+
+def lineage(config_dir: Path, pair: tuple[Path, Path], name: str) -> Path:
+    """A lineage laid out as certbot lays it out (live/NAME/*.pem -> ../../archive/NAME/*1.pem)
+    holding pair, without an ACME server; returns live/NAME."""
+    archive, live = config_dir / "archive" / name, config_dir / "live" / name
+    archive.mkdir(parents=True)
+    live.mkdir(parents=True)
+    for kind, source in (("fullchain", pair[0]), ("cert", pair[0]), ("privkey", pair[1])):
+        shutil.copy(source, archive / f"{kind}1.pem")
+        (live / f"{kind}.pem").symlink_to(f"../../archive/{name}/{kind}1.pem")
+    return live
 
 
 class Certbot:

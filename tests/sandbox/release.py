@@ -133,7 +133,11 @@ def _asterisk(root: Path, release: dict[str, Any], layout: Layout) -> None:
         layout.units["asterisk"] = "asterisk"
 
 
-def build_release(root: Path, release: str, name: str = "wazo.example.test") -> SandboxHost:
+# The name release hosts answer to unless told otherwise.
+NAME = "wazo.example.test"
+
+
+def build_release(root: Path, release: str, name: str = NAME) -> SandboxHost:
     """Build the host tree of a release under root (not started)."""
     data = facts(release)
     root = Path(root).resolve()
