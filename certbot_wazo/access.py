@@ -259,12 +259,10 @@ def run(argv: Sequence[str], timeout: float) -> str:
     returncode, text = spawn(argv, timeout)
     if returncode != 0:
         lines = text.strip().splitlines()
-        # nginx ends with "test failed": its reason is the [emerg] line before.
-        reason = next((line for line in lines if "[emerg]" in line),
-                      lines[-1] if lines else "no message")
+        reason = lines[-1] if lines else "no message"
         raise CommandError(f"{argv[0]}: '{' '.join(argv[1:])}' exited with status "
                            f"{returncode}: {reason} (run it by hand to see why, fix that, "
-                           "then run again)")
+                           "then run again)", output=text)
     return text
 
 

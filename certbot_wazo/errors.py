@@ -18,7 +18,12 @@ class ConnectionLostError(HostError):
 
 
 class CommandError(WazoError):
-    """A Wazo command (xivo-update-config, wazo-service, systemctl) failed or timed out."""
+    """A Wazo command (xivo-update-config, wazo-service, systemctl) failed or timed out; output
+    is what it printed, when it ran."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
 
 
 class ProbeError(WazoError):

@@ -608,7 +608,8 @@ class SshAccess:
         if status != 0:
             raise CommandError(f"{self.destination}:{remote[0]}: '{' '.join(remote[1:])}' "
                                f"exited with status {status}: {_last_line(text) or 'no message'}"
-                               " (run it by hand to see why, fix that, then run again)")
+                               " (run it by hand to see why, fix that, then run again)",
+                               output=text)
         self._fetch_specs(["0", "etc/hosts"])
         return text
 
