@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-from certbot_wazo import nginxconf, services
+from certbot_wazo import nginxconf, services, tls
 from certbot_wazo.errors import CommandError, HostError
 from certbot_wazo.files import FileState
 from certbot_wazo.host import Host
@@ -89,7 +89,7 @@ def placement(directives: list[nginxconf.Directive], port: int, name: str) -> Pl
         raise HostError(f"{nginxconf.NGINX_CONF}: no nginx server listens on port {port} (HTTP-01 "
                         "validation connects there; give --http-01-port, or use another "
                         "authenticator such as --webroot or a DNS plugin)")
-    tls = False
+    https = False
     if server.redirect is not None:
         target = _REDIRECT.match(server.redirect)
         if target is None or target.group(1).lower() != "https":
@@ -107,13 +107,13 @@ def placement(directives: list[nginxconf.Directive], port: int, name: str) -> Pl
                             "to port 443 where no nginx server listens (fix the redirect, or "
                             "use another authenticator)")
         port = target_port
-        server, tls = redirected, True
+        server, https = redirected, True
     directory = _directory(server)
     if directory is None:
         raise HostError(f"{server.path}:{server.line}: the server on port {port} includes no "
                         "location directory (add `include /etc/nginx/locations/http-enabled/*;` "
                         "to it, or use another authenticator)")
-    return Placement(directory, port, tls, f"{server.path}:{server.line}")
+    return Placement(directory, port, https, f"{server.path}:{server.line}")
 
 
 def snippet(answers: Mapping[str, str]) -> bytes:
@@ -142,13 +142,6 @@ class Responder:
         self.published: Optional[Placement] = None
         self.loaded = False  # whether nginx was reloaded with the snippet
 
-    def where(self, name: str) -> Placement:
-        """Where the answers for name go.
-
-        :raises HostError: as placement(), or nginx's configuration cannot be read
-        """
-        return placement(nginxconf.load(self.host.path), self.port, name)
-
     def publish(self, answers: Mapping[str, tuple[str, str]]) -> Placement:
         """Answer each token (token -> (name, key authorization)) from nginx: write the
         snippet, `nginx -t`, graceful reload, then check nginx serves every answer.
@@ -156,7 +149,8 @@ class Responder:
         :raises HostError: nginx cannot take the snippet or does not serve it (it is removed)
         """
         names = {name for name, _ in answers.values()}
-        places = {self.where(name) for name in sorted(names)}
+        directives = nginxconf.load(self.host.path)
+        places = {placement(directives, self.port, name) for name in sorted(names)}
         if len(places) != 1:
             raise HostError(f"{nginxconf.NGINX_CONF}: the names {', '.join(sorted(names))} are "
                             "served by different nginx servers (request them one at a time)")
@@ -184,8 +178,9 @@ class Responder:
         return place
 
     def withdraw(self) -> None:
-        """Remove the snippet (this run's, or one a killed run left: where its record says, or
-        in the default server's directory) and reload nginx when it may have loaded it.
+        """Remove the snippet (this run's, or one a killed run left, where its record says: the
+        record is written first) and reload nginx when it may have loaded it. Without either,
+        nothing is read: prepare() calls this on every run.
 
         :raises HostError: the snippet could not be removed
         """
@@ -194,11 +189,6 @@ class Responder:
         self.published, self.loaded = None, False
         snippets = [own] if own else []
         snippets += [p for p in self._recorded() if p not in snippets]
-        if not snippets:
-            try:
-                snippets = [self.where("").snippet]
-            except HostError:
-                pass
         for wazo_path in snippets:
             path = self.host.path(wazo_path)
             if not (path.exists() or path.is_symlink()):
@@ -237,7 +227,10 @@ class Responder:
         try:
             self.host.access.run([str(nginx), "-t", "-q"], timeout=60)
         except CommandError as exc:
-            raise HostError(f"{path}: nginx refuses its configuration ({exc}; nginx was not "
+            # nginx -t ends with "test failed"; its reason is the [emerg] line before.
+            reason = next((line.strip() for line in exc.output.splitlines()
+                           if "[emerg]" in line), str(exc))
+            raise HostError(f"{path}: nginx refuses its configuration ({reason}; nginx was not "
                             "reloaded; fix what `nginx -t` names, or use another authenticator)"
                             ) from None
         try:
@@ -280,11 +273,8 @@ class Responder:
             return f"127.0.0.1:{place.port}: {exc.strerror or exc}"
         stream: socket.socket = raw
         try:
-            if place.tls:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE  # the validator does not verify either
-                stream = context.wrap_socket(raw, server_hostname=name)
+            if place.tls:  # the validator does not verify either
+                stream = tls.unverified_context().wrap_socket(raw, server_hostname=name)
             stream.sendall(request)
             response = _read_all(stream, 64 * 1024)
         except (OSError, ssl.SSLError) as exc:

@@ -120,11 +120,17 @@ def verify_pair(cert_path: Path, key_path: Path, hostname: str) -> None:
     raise HandshakeError("the handshake did not complete")
 
 
-def _served_leaf(endpoint: Endpoint, hostname: str, timeout: float,
-                 connect: Connect = direct) -> bytes:
+def unverified_context() -> ssl.SSLContext:
+    """A client context that completes any handshake (to see what is served, not to trust it)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _served_leaf(endpoint: Endpoint, hostname: str, timeout: float,
+                 connect: Connect = direct) -> bytes:
+    ctx = unverified_context()
     with connect(endpoint.address, endpoint.port, timeout) as sock:
         with ctx.wrap_socket(sock, server_hostname=hostname) as tls:
             return tls.getpeercert(binary_form=True) or b""
