@@ -155,6 +155,12 @@ def _deliver(host: Host, state_dir: Path, data: bytes) -> None:
     """
     sendmail = services.require(host, "sendmail")
     shell = services.require(host, "sh")
+    for stale in state_dir.glob("alert-*.eml"):  # a run killed before removing its own
+        try:
+            if time.time() - stale.lstat().st_mtime > 3600:
+                host.access.apply_state(stale, FileState.absent())
+        except (OSError, WazoError) as exc:
+            logger.warning("%s", exc)
     spool = state_dir / f"alert-{secrets.token_hex(6)}.eml"
     host.access.apply_state(spool, FileState.file(data, 0o600))
     try:

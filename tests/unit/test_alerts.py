@@ -106,3 +106,25 @@ def test_a_refused_message_is_not_recorded(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(HostError):
         alerts.send(host, Report(root="/", problems=["x"]))
     assert not (tmp_path / "var/lib/certbot-wazo/alerts.json").exists()
+
+
+def test_a_killed_runs_message_file_is_removed_later(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed between writing its message and removing it leaves alert-*.eml (0600) in
+    the state directory: the next run removes it once it is an hour old, not a concurrent
+    run's."""
+    import os
+    host = _host(tmp_path)
+    state = tmp_path / "var/lib/certbot-wazo"
+    state.mkdir(parents=True)
+    old, fresh = state / "alert-0123456789ab.eml", state / "alert-ba9876543210.eml"
+    for path in (old, fresh):
+        path.write_text("To: root\n")
+    os.utime(old, (0, 0))
+    ran: list[list[str]] = []
+    monkeypatch.setattr(alerts.services, "require", lambda h, name: Path(f"/usr/sbin/{name}"))
+    monkeypatch.setattr(host.access, "run", lambda argv, timeout: ran.append(list(argv)) or "")
+    alerts.send(host, Report(root="/", problems=["x"]))
+    assert not old.exists() and fresh.exists()
+    assert ran and ran[0][-1].startswith(str(state / "alert-"))
+    assert sorted(p.name for p in state.glob("alert-*.eml")) == [fresh.name]
