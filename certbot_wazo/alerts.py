@@ -18,6 +18,7 @@ from certbot_wazo import services
 from certbot_wazo.errors import CommandError, HostError, WazoError
 from certbot_wazo.files import FileState
 from certbot_wazo.host import Host
+from certbot_wazo.pair import read_regular
 from certbot_wazo.status import Report
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,10 @@ def send(host: Host, report: Report, override: Optional[str] = None,
         return [], []
     state_dir = host.access.private_dir(sent_path.parent)
     now = clock()
+    recorded = sent
+    # A stamp in the future (a clock set back, a hand edit) would silence a problem for good:
+    # it counts as never sent.
+    sent = {key: stamp for key, stamp in sent.items() if stamp <= now}
     due = [p for p in problems
            if problem_key(p) not in sent or now - sent[problem_key(p)] >= RESEND_AFTER]
     keep = {problem_key(p): sent[problem_key(p)] for p in problems if problem_key(p) in sent}
@@ -131,7 +136,7 @@ def send(host: Host, report: Report, override: Optional[str] = None,
         to = recipients(host, override)
         _deliver(host, state_dir, message(report, due, to, where=where))
         keep.update({problem_key(p): now for p in due})
-    if keep != sent:
+    if keep != recorded:
         host.access.apply_state(sent_path, FileState.file(
             json.dumps(keep, sort_keys=True).encode(), 0o600))
     return due, to
@@ -140,8 +145,8 @@ def send(host: Host, report: Report, override: Optional[str] = None,
 def _load(path: Path) -> dict[str, float]:
     """What was sent when (an unreadable record sends again: better twice than never)."""
     try:
-        data = json.loads(path.read_bytes()[:1024 * 1024])
-    except (OSError, ValueError):
+        data = json.loads(read_regular(path))
+    except (OSError, ValueError, WazoError):
         return {}
     if not isinstance(data, dict):
         return {}

@@ -110,8 +110,12 @@ def placement(directives: list[nginxconf.Directive], port: int, name: str) -> Pl
         server, https = redirected, True
     directory = _directory(server)
     if directory is None:
+        # wazo-nginx's own directories: http-enabled in the port-80 server, https-enabled in
+        # the 443 one (wazo-platform/wazo-nginx, tag wazo-22.09, etc/nginx/sites-available/wazo).
+        wanted = "https-enabled" if https or any(server.tls(a) for a in server.listens_on(port)) \
+            else "http-enabled"
         raise HostError(f"{server.path}:{server.line}: the server on port {port} includes no "
-                        "location directory (add `include /etc/nginx/locations/http-enabled/*;` "
+                        f"location directory (add `include /etc/nginx/locations/{wanted}/*;` "
                         "to it, or use another authenticator)")
     return Placement(directory, port, https, f"{server.path}:{server.line}")
 

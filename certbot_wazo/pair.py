@@ -285,3 +285,33 @@ def _read(path: Path, what: str) -> bytes:
     if not data.strip():
         raise PairError(f"{path}: {what} file is empty (give the PEM file certbot wrote)")
     return data
+
+
+def read_regular(path: Path, limit: int = MAX_PEM_BYTES) -> bytes:
+    """A certbot lineage's PEM file, read without ever blocking or reading without bound: only a
+    regular file (a FIFO, a device or a socket is refused unopened for reading), at most limit
+    bytes (a larger one is refused before any byte is read).
+
+    :raises PairError: not a regular file, too large, or unreadable; the message says which
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise PairError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PairError(f"{path}: not a regular file (certbot writes PEM files there: "
+                            "remove it, or run certbot renew)")
+        if info.st_size > limit:
+            raise PairError(f"{path}: larger than {limit // 1024} KiB, not a certificate "
+                            "(remove it, or run certbot renew)")
+        data = os.read(fd, limit + 1)
+    except OSError as exc:
+        raise PairError(f"{path}: cannot be read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:  # grew since fstat
+        raise PairError(f"{path}: larger than {limit // 1024} KiB, not a certificate "
+                        "(remove it, or run certbot renew)")
+    return data

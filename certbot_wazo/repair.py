@@ -10,19 +10,17 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certbot_wazo import status
 from certbot_wazo.deployment import Deployment
 from certbot_wazo.errors import HostError, WazoError
-from certbot_wazo.pair import load_chain
+from certbot_wazo.pair import load_chain, read_regular
 
 logger = logging.getLogger(__name__)
-
-MAX_PEM = 1024 * 1024
 
 
 def _leaf(path: Path) -> bytes:
     """DER of the first certificate of a PEM file (b"" when unreadable)."""
     try:
-        with open(path, "rb") as stream:
-            return load_chain(stream.read(MAX_PEM), path)[0].public_bytes(Encoding.DER)
-    except (OSError, WazoError, IndexError):
+        return load_chain(read_regular(path), path)[0].public_bytes(Encoding.DER)
+    except (OSError, WazoError, IndexError) as exc:
+        logger.debug("%s", exc)
         return b""
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import stat
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -15,7 +16,18 @@ from certbot_wazo.deployment import Deployment
 from certbot_wazo.errors import LockBusyError, WazoError
 from certbot_wazo.files import ABSENT, read_state
 from certbot_wazo.host import CUSTOM_FILE, LINK_NAME, Host
-from certbot_wazo.pair import Pair, dns_names, load_chain, load_key, not_after, not_before, public_key_der
+from certbot_wazo.pair import (
+    Pair,
+    dns_names,
+    load_chain,
+    load_key,
+    not_after,
+    not_before,
+    public_key_der,
+    read_regular,
+)
+
+logger = logging.getLogger(__name__)
 
 EXPIRY_WARNING_DAYS = 14
 
@@ -331,8 +343,9 @@ def _check_lineage(config_dir: Path, report: Report, pair: Pair) -> None:
     for lineage in sorted(live.iterdir()) if live.is_dir() else []:
         fullchain = lineage / "fullchain.pem"
         try:
-            leaf = load_chain(fullchain.read_bytes(), fullchain)[0]
-        except (OSError, WazoError):
+            leaf = load_chain(read_regular(fullchain), fullchain)[0]
+        except (OSError, WazoError) as exc:  # not this host's concern: said, then skipped
+            logger.warning("%s", exc)
             continue
         if report.hostname in dns_names(leaf) and (newest is None or not_before(leaf) > newest[0]):
             newest = (not_before(leaf), lineage, leaf)

@@ -128,3 +128,33 @@ def test_a_killed_runs_message_file_is_removed_later(tmp_path: Path,
     assert not old.exists() and fresh.exists()
     assert ran and ran[0][-1].startswith(str(state / "alert-"))
     assert sorted(p.name for p in state.glob("alert-*.eml")) == [fresh.name]
+
+
+def test_a_stamp_in_the_future_does_not_silence_a_problem(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock set back (or a hand edit) leaves a stamp ahead of now: the problem is mailed
+    now and the stamp replaced, instead of never again."""
+    host = _host(tmp_path)
+    sent: list[bytes] = []
+    monkeypatch.setattr(alerts, "_deliver", lambda h, d, data: sent.append(data))
+    record = tmp_path / "var/lib/certbot-wazo/alerts.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({alerts.problem_key("x: broken"): 10.0 ** 12}))
+    assert alerts.send(host, Report(root="/", problems=["x: broken"]), clock=lambda: 5000.0)[0] \
+        == ["x: broken"]
+    assert json.loads(record.read_text()) == {alerts.problem_key("x: broken"): 5000.0}
+    assert len(sent) == 1
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_an_alert_record_that_is_not_a_small_file_is_read_as_empty(tmp_path: Path, kind: str) -> None:
+    import os
+    record = tmp_path / "alerts.json"
+    if kind == "fifo":
+        os.mkfifo(record)
+    elif kind == "device":
+        record.symlink_to("/dev/zero")
+    else:
+        with open(record, "wb") as stream:
+            stream.truncate(2 * 1024 ** 3)
+    assert alerts._load(record) == {}

@@ -63,7 +63,13 @@ def test_deep_nesting_is_refused_not_a_crash() -> None:
      "redirects to port 443 where no nginx server listens"),
     ("http { server { listen 80; return 301 https://$host:8443$request_uri; } "
      "server { listen 8443 ssl; include /a/*; } }", "follows redirects to ports 80 and 443 only"),
-    ("http { server { listen 80; include /etc/nginx/one.conf; } }", "includes no location directory"),
+    ("http { server { listen 80; include /etc/nginx/one.conf; } }",
+     r"includes no location directory \(add `include /etc/nginx/locations/http-enabled/\*;`"),
+    # 22.09+: port 80 redirects, the validation is answered by the 443 server, whose directory
+    # is https-enabled (wazo-platform/wazo-nginx, tag wazo-22.09, sites-available/wazo).
+    ("http { server { listen 80; return 301 https://$host$request_uri; } "
+     "server { listen 443 ssl default_server; include /etc/nginx/one.conf; } }",
+     r"port 443 includes no location directory \(add `include /etc/nginx/locations/https-enabled/\*;`"),
 ])
 def test_where_nothing_can_answer_it_says_why(text: str, message: str) -> None:
     with pytest.raises(HostError, match=message):

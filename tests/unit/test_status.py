@@ -152,3 +152,49 @@ def test_an_endpoint_serving_another_certificate_is_reported(deployed: FakePBX,
     deployed.served[9497] = b"other"
     report = check(deployed, tmp_path)
     assert any(p.startswith("127.0.0.1:9497 (xivo-auth) ") for p in report.problems)
+
+
+def _junk_lineages(config_dir: Path) -> None:
+    """Lineages whose fullchain.pem is a FIFO without writer, a link to /dev/zero, a 2 GiB
+    sparse file, and archive versions of the same kinds."""
+    import os
+    for name, make in (("fifo.test", os.mkfifo),
+                       ("zero.test", lambda p: p.symlink_to("/dev/zero")),
+                       ("huge.test", lambda p: open(p, "wb").truncate(2 * 1024 ** 3))):
+        for directory, file in ((config_dir / "live" / name, "fullchain.pem"),
+                                (config_dir / "archive" / name, "cert1.pem")):
+            directory.mkdir(parents=True, exist_ok=True)
+            make(directory / file)
+
+
+@pytest.fixture
+def alarm() -> object:
+    """A hang fails the test instead of stopping the suite."""
+    import signal
+
+    def hung(signum: int, frame: object) -> None:
+        raise TimeoutError("hung on a lineage file")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_lineage_files_that_are_not_small_pem_files_never_hang_status_or_repair(
+        deployed: FakePBX, tmp_path: Path, alarm: object, caplog: pytest.LogCaptureFixture) -> None:
+    from certbot_wazo import repair
+    from tests.sandbox.certbot import lineage
+    config_dir = tmp_path / "letsencrypt"
+    _junk_lineages(config_dir)
+    live = lineage(config_dir, deployed.pair, NAME)  # type: ignore[attr-defined]
+    report = check(deployed, tmp_path)
+    assert report.lineage is not None and report.lineage["path"] == str(live)
+    assert report.problems == []
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("fifo.test/fullchain.pem: not a regular file" in m for m in said)
+    assert any("huge.test/fullchain.pem: larger than" in m for m in said)
+    assert all("\n" not in m for m in said)
+    assert repair.source(deployment(deployed), config_dir) == (live / "fullchain.pem",
+                                                               live / "privkey.pem")
