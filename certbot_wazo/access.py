@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Protocol, Sequence
 
-from certbot_wazo import files
+from certbot_wazo import files, listeners
 from certbot_wazo.errors import CommandError, HostError, LockBusyError, SignalledError
 from certbot_wazo.files import FileState
+from certbot_wazo.listeners import Listener
 
 # What is kept of a command's output (for the error line and logs).
 MAX_OUTPUT = 1024 * 1024
@@ -87,6 +88,10 @@ class Access(Protocol):
         :raises OSError: no connection
         """
 
+    def listeners(self) -> list[Listener]:
+        """Every listening TCP socket where connect() reaches, with the process and systemd
+        unit holding it (listeners.observe)."""
+
     def refresh(self) -> bool:
         """Read the host's files again (another process may have changed them meanwhile).
 
@@ -132,6 +137,10 @@ class LocalAccess:
     def private_dir(self, path: Path) -> Path:
         """files.ensure_private_dir."""
         return files.ensure_private_dir(path)
+
+    def listeners(self) -> list[Listener]:
+        """This machine's listeners (its network namespace: where connect() reaches)."""
+        return listeners.observe()
 
     @contextlib.contextmanager
     def lock(self, path: Path, timeout: float, notify: Notify) -> Iterator[None]:

@@ -40,11 +40,11 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator, Optional
+from typing import Callable, ContextManager, Iterator, Optional, Sequence
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certbot_wazo import desired, directories, failpoints, records, services, tls
+from certbot_wazo import desired, directories, discovery, failpoints, records, services, tls
 from certbot_wazo.access import Access, LocalAccess
 from certbot_wazo.errors import (
     CommandError,
@@ -112,6 +112,9 @@ class Plan:
     # column that no longer holds its old value fails the plan (deploy) or is left (restore).
     database: list[directories.Change] = dataclasses.field(default_factory=list)
     database_strict: bool = True
+    # How many of the endpoints only observation found (listening, serving Wazo's pair, named
+    # by no configuration certbot-wazo reads).
+    observed: int = 0
 
     @property
     def restart_levels(self) -> list[list[list[str]]]:
@@ -366,8 +369,10 @@ class Deployment:
         if failure is None:                                              # commit
             self.journal.commit()
             self._forget_failure()
+            found = f" ({len(plan.endpoints) - plan.observed} named by the configuration, " \
+                f"{plan.observed} found listening)" if plan.observed else ""
             self.notify(f"{plan.label} for {plan.hostname}: {len(plan.endpoints)} TLS "
-                        "endpoint(s) verified after the restart")
+                        f"endpoint(s) verified after the restart{found}")
             return
         self.notify(f"The new certificate failed after the restart: {failure}. Restoring the "
                     "previous certificate and configuration.")
@@ -471,13 +476,13 @@ class Deployment:
         if not der:
             raise HostError(f"{self.host.root}: no installed Wazo certificate to check "
                             "(check --wazo-root)")
-        endpoints = self.endpoints()
         name = self.settings.hostname or "localhost"
+        endpoints, _ = self.every_endpoint(name, [der])
         if tls.describe_failures(self._probe(endpoints, name, der, 1.0, verify=False)) is None:
             self.notify("Every endpoint serves the installed certificate; nothing to restart")
             return False
         failure = self._restart(services.restart_commands(
-            self.host, self.host.generation(self.settings.profile)))
+            self.host, self.host.generation(self.settings.profile), endpoints=endpoints))
         if failure is None:
             failure = tls.describe_failures(self._probe(
                 endpoints, name, der, self.settings.probe_timeout, verify=False))
@@ -559,14 +564,16 @@ class Deployment:
         crt = next((s for p, s in entries if p.endswith("/server.crt") and s.kind == FILE), None)
         der = _leaf_der(crt.data if crt else self._installed_chain(), snapshot.path)
         database = self._saved_directories(snapshot)
-        restarts = services.restart_commands(self.host, generation, directories=bool(database)) \
-            if changes or database else []
-        return Plan(hostname=self.host.fqdn() or "localhost", generation=generation,
+        hostname = self.host.fqdn() or "localhost"
+        endpoints, extra = self.every_endpoint(hostname, [der])
+        restarts = services.restart_commands(self.host, generation, directories=bool(database),
+                                             endpoints=endpoints) if changes or database else []
+        return Plan(hostname=hostname, generation=generation,
                     changes=changes, update_config=generation == LEGACY
                     and any(p == HOSTS_CUSTOM for p, _ in changes),
-                    restarts=restarts, endpoints=self.endpoints(), expect_der=der, verify=False,
+                    restarts=restarts, endpoints=endpoints, expect_der=der, verify=False,
                     label=label, source=str(snapshot.path), database=database,
-                    database_strict=False)
+                    database_strict=False, observed=len(extra))
 
     def _saved_directories(self, snapshot: Snapshot) -> list[directories.Change]:
         """The directory definitions' changes that put back what snapshot saved, for the
@@ -637,29 +644,29 @@ class Deployment:
             state.overrides and self.host.resolves_to_loopback(hostname) is not None)
         changes = [(self._wazo_path(p), s) for p, s in _with_parents(state.files, self.host.root)
                    if read_state(p) != s]
-        endpoints = self.endpoints()
         served_by_nginx, refused = desired.nginx_conflicts(self.host, pair.leaf_der, hostname)
         if refused:
             raise HostError(refused[0])
-        endpoints += [e for e in served_by_nginx if all(e.port != known.port for known in endpoints)]
+        endpoints, extra = self.every_endpoint(hostname, [pair.leaf_der], served_by_nginx)
         database, lookups = self._directory_changes(pair, hostname)
         endpoints += self._lookup_endpoints(hostname, lookups, endpoints)
         # Removing the overrides is a configuration change of every daemon: upstream's revert
         # ends with `wazo-service restart all`.
         restarts = services.restart_commands(
             self.host, LEGACY if state.removing else state.generation,
-            directories=bool(database)) if changes or database else []
+            directories=bool(database), endpoints=endpoints) if changes or database else []
         pair_files = {path for path, _ in desired.pair_files(self.host, pair)}
         pair_only = bool(changes) and not update_config and not database and \
             all(self.host.path(p) in pair_files for p, _ in changes)
         # What serves the pair is read from the host's configuration even when --wazo-probe
         # names the endpoints to check.
-        gentle = services.gentle_commands(self.host, self.host.endpoints()) \
+        gentle = services.gentle_commands(
+            self.host, [*self.host.endpoints(), *(o.endpoint for o in extra)]) \
             if pair_only and state.generation == LEGACY else []
         return Plan(hostname, state.generation, changes, update_config, restarts, endpoints,
                     pair.leaf_der, label=f"Deployed certificate sha256 {pair.fingerprint[:16]}…",
                     source=str(pair.cert_path), gentle=gentle, loopback_name=state.overrides,
-                    database=database)
+                    database=database, observed=len(extra))
 
     def _directory_changes(self, pair: Pair,
                            hostname: str) -> tuple[list[directories.Change], list[int]]:
@@ -745,6 +752,52 @@ class Deployment:
                             "found in the host's configuration (give them with "
                             f"{self.settings.option_prefix}probe ADDR:PORT)")
         return endpoints
+
+    def every_endpoint(self, name: str, leaves: Sequence[bytes],
+                       also: Sequence[Endpoint] = ()) -> tuple[list[Endpoint],
+                                                               list[discovery.Observed]]:
+        """The endpoints to probe (endpoints(), then also), and every port observed listening and
+        serving one of Wazo's pairs that they leave out (each named by its systemd unit, with a
+        warning: the configuration certbot-wazo reads does not name it).
+
+        :param leaves: the pairs to look for besides the installed, original and previous ones
+        :raises HostError: none at all, or an observed one that no systemd unit owns
+        """
+        endpoints = self.endpoints()
+        endpoints += [e for e in also if all(e.port != known.port for known in endpoints)]
+        try:
+            found = self.access.listeners()
+        except OSError as exc:  # /proc unreadable: the configuration alone, said
+            self.notify(f"What listens on this host could not be observed ({exc}); probing "
+                        "the endpoints its configuration names")
+            found = []
+        observed = discovery.observe(found, [*leaves, *self._wazo_leaves()], name,
+                                     connect=self.access.connect)
+        extra = discovery.beyond(endpoints, observed)
+        discovery.require_units(extra)
+        for warning in discovery.describe(extra):
+            self.notify(warning)
+        return endpoints + [o.endpoint for o in extra], extra
+
+    def _wazo_leaves(self) -> list[bytes]:
+        """Every pair certbot-wazo knows as Wazo's on this host: installed now, before the first
+        deployment (Wazo's self-signed one) and before the last one."""
+        leaves = []
+        for directory in self.host.cert_dirs():
+            try:
+                leaves.append(_leaf_der(read_state(directory / "server.crt").data, directory))
+            except WazoError:
+                continue
+        for snapshot in (self.journal.original, self.journal.previous):
+            try:
+                entries = snapshot.read()[0] if snapshot.exists() else []
+            except WazoError:
+                continue
+            for path, state in entries:
+                if path.endswith("/server.crt") and state.kind == FILE:
+                    with contextlib.suppress(WazoError):
+                        leaves.append(_leaf_der(state.data, snapshot.path))
+        return leaves
 
     def _probe(self, endpoints: list[Endpoint], name: str, expect: bytes, timeout: float,
                verify: bool = True) -> list[tls.ProbeResult]:

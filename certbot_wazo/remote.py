@@ -38,6 +38,7 @@ from certbot_wazo import failpoints, files
 from certbot_wazo.access import LocalAccess, Notify, spawn
 from certbot_wazo.errors import CommandError, ConnectionLostError, HostError, LockBusyError
 from certbot_wazo.files import ABSENT, DIR, FILE, LINK, FileState
+from certbot_wazo.listeners import Listener, parse_report
 
 if TYPE_CHECKING:  # deployment imports this module when a run is remote
     from certbot_wazo.deployment import Settings
@@ -63,6 +64,8 @@ MIRRORED: tuple[tuple[str, str], ...] = (
 )
 STATE = "var/lib/certbot-wazo"
 MAX_FETCH = 256 * 1024 * 1024
+# What a host's listener report may be (its socket tables and the processes holding them).
+MAX_LISTENERS = 16 * 1024 * 1024
 # The sessions after the master: through it, or not at all.
 SESSION = ("-q", "-o", "ControlMaster=no", "-o", "ProxyCommand=false")
 # Seconds ssh gets on top of a remote command's own timeout before the connection is deemed dead.
@@ -269,6 +272,38 @@ if take; then
 else
     echo "HELD a run that just started"
 fi
+"""
+
+# Prints the host's listening TCP sockets and who holds them, for listeners.parse_report: each
+# line of /proc/net/tcp and tcp6 ("T4 "/"T6 "), then for every process holding one of their
+# listening inodes "O PID INODE", its control group ("C PID LINE") and name ("N PID COMM"). One
+# `ls` lists every descriptor; the shell's own `case` picks the sockets (no process per fd).
+LISTENERS = r"""
+exec 2>/dev/null
+echo CWBEGIN
+inodes=" "
+for v in 4 6; do
+    f=/proc/net/tcp; [ $v = 6 ] && f=/proc/net/tcp6
+    [ -r $f ] || continue
+    while read -r sl local remote st rest; do
+        echo "T$v $sl $local $remote $st $rest"
+        if [ "$st" = 0A ]; then set -- $rest; inodes="$inodes$6 "; fi
+    done < $f
+done
+pid=
+ls -l /proc/[0-9]*/fd/ | while IFS= read -r line; do
+    case $line in
+    /proc/*/fd:) pid=${line#/proc/}; pid=${pid%/fd:} ;;
+    *"socket:["*)
+        ino=${line##*socket:[}; ino=${ino%]}
+        case $inodes in *" $ino "*)
+            echo "O $pid $ino"
+            while IFS= read -r c; do echo "C $pid $c"; done < /proc/$pid/cgroup
+            echo "N $pid $(cat /proc/$pid/comm)" ;;
+        esac ;;
+    esac
+done
+echo END
 """
 
 UNLOCK = r"""
@@ -482,6 +517,18 @@ class SshAccess:
             logger.debug("nginx not read for the mirror: %s", exc)
             return []
         return [c.lstrip("/") for s in servers for c in s.certificates if c.startswith("/")]
+
+    def listeners(self) -> list[Listener]:
+        """The host's listening TCP sockets and their owners (its /proc, read by sh).
+
+        :raises ConnectionLostError: the connection is gone
+        """
+        output = self._exec(LISTENERS, [], timeout=30, limit=MAX_LISTENERS)
+        begin, end = output.find("CWBEGIN\n"), output.rfind("\nEND")
+        if begin < 0 or end < begin:
+            logger.debug("%s: no listener report (%s)", self.destination, _last_line(output))
+            return []
+        return parse_report(output[begin + len("CWBEGIN\n"):end])
 
     def refresh(self) -> bool:
         """Read the host's files again."""

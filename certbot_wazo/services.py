@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from certbot_wazo.access import run
 from certbot_wazo.errors import CommandError, HostError
@@ -21,6 +21,7 @@ __all__ = [
     "run_restart",
     "update_config",
     "update_config_command",
+    "wazo_service_units",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,29 +77,100 @@ def update_config(host: Host, timeout: float) -> None:
             raise CommandError(f"{argv[0]}: {line.strip()} (fix the template it names)")
 
 
-def restart_commands(host: Host, generation: str, directories: bool = False) -> list[list[str]]:
+# Services whose restart is not a `systemctl restart` of their own: nginx is reloaded, asterisk's
+# HTTPS is reloaded, consul has its own line (modern), and a directory lookup's port is not a unit.
+_SPECIAL = ("nginx", "asterisk", "consul")
+# `wazo-service` names its groups in shell variables (wazo_services="...", default_services=
+# "dahdi ... $wazo_services", all_services="rabbitmq-server ... $default_services"): wazo-platform/
+# wazo-service, tags wazo-16.16 .. wazo-25.17, bin/wazo-service.
+_ASSIGNMENT = re.compile(r"""^\s*([A-Za-z_][A-Za-z0-9_]*)=["']([^"'`]*)["']\s*(?:#.*)?$""")
+_REFERENCE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+MAX_SCRIPT = 256 * 1024
+
+
+def wazo_service_units(host: Host) -> Optional[set[str]]:
+    """The units `wazo-service restart all` (or xivo-service's) restarts, read from the host's
+    own script as data (its *_services variables, references expanded; nothing is run).
+
+    :returns: None when there is no such script, or its lists cannot be read
+    """
+    path = host.command("wazo-service", "xivo-service")
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as stream:
+            text = stream.read(MAX_SCRIPT).decode("utf-8", "replace")
+    except OSError:
+        return None
+    variables: dict[str, str] = {}
+    for line in text.splitlines():
+        match = _ASSIGNMENT.match(line)
+        if match:
+            variables[match.group(1)] = _REFERENCE.sub(
+                lambda ref: variables.get(ref.group(1), ""), match.group(2))
+    lists = {name: value.split() for name, value in variables.items()
+             if name.endswith("services") and value.split()}
+    if not lists:
+        return None
+    chosen = lists.get("all_services") or [unit for words in lists.values() for unit in words]
+    return {unit for unit in chosen if UNIT.match(unit)}
+
+
+def _own_units(endpoints: Sequence[Endpoint]) -> list[str]:
+    """The systemd units of endpoints that are restarted by their own name."""
+    return sorted({e.unit for e in endpoints if e.unit not in _SPECIAL and UNIT.match(e.unit)})
+
+
+def restart_commands(host: Host, generation: str, directories: bool = False,
+                     endpoints: Optional[Sequence[Endpoint]] = None) -> list[list[str]]:
     """The documented restart of a generation: legacy `wazo-service restart all`; modern nginx
-    reload and wazo-phoned restart (asterisk is never restarted there).
+    reload and wazo-phoned restart (asterisk is never restarted there); then `systemctl restart`
+    of every unit serving the pair that these leave out (wazo-setupd is in no group of
+    wazo-service at 19.17; a daemon only observation found is in none).
 
     :param directories: the directory definitions changed: wazo-dird, which reads them at
         start, is restarted too (`restart all` does it on legacy)
+    :param endpoints: every endpoint serving the pair (default: those the configuration names)
     :raises HostError: a needed command is not installed
     """
+    if endpoints is None:
+        endpoints = host.endpoints()
+    units = _own_units(endpoints)
     if generation == LEGACY:
-        return [[str(require(host, "wazo-service", "xivo-service")), "restart", "all"]]
+        commands = [[str(require(host, "wazo-service", "xivo-service")), "restart", "all"]]
+        covered = wazo_service_units(host)
+        if covered is None:  # the script's lists cannot be read: its text, word for word
+            covered = set(units) & _script_words(host)
+        left = [unit for unit in units if unit not in covered]
+        if left:
+            commands.append([str(require(host, "systemctl")), "restart", *left])
+        return commands
     systemctl = str(require(host, "systemctl"))
     commands = [[systemctl, "reload", "nginx"]]
+    restarted = []
     if directories and host.path("/etc/wazo-dird").is_dir():
-        commands.append([systemctl, "restart", "wazo-dird"])
+        restarted.append("wazo-dird")
     if host.path("/etc/wazo-phoned").is_dir():
-        commands.append([systemctl, "restart", "wazo-phoned"])
-    endpoints = host.endpoints()
+        restarted.append("wazo-phoned")
+    restarted += [unit for unit in units if unit not in restarted]
+    if restarted:
+        commands.append([systemctl, "restart", *restarted])
     asterisk = host.command("asterisk")
     if asterisk is not None and any(e.unit == "asterisk" for e in endpoints):
         commands.append([str(asterisk), "-rx", "module reload http"])  # a reload, not a restart
     if any(e.unit == "consul" for e in endpoints):  # consul 8501 (wazo-consul-config, < 22.17)
         commands.append([systemctl, "restart", "consul"])
     return commands
+
+
+def _script_words(host: Host) -> set[str]:
+    path = host.command("wazo-service", "xivo-service")
+    try:
+        with open(path, "rb") as stream:  # type: ignore[arg-type]
+            return set(re.split(r"[^A-Za-z0-9_.@-]+", stream.read(MAX_SCRIPT).decode("utf-8",
+                                                                                     "replace")))
+    except (OSError, TypeError):
+        return set()
 
 
 def gentle_commands(host: Host, endpoints: Sequence[Endpoint]) -> list[list[str]]:

@@ -74,8 +74,10 @@ class Report:
                       f"; files: " + ", ".join(f"{f['path']} {f['owner']} {f['mode']}"
                                                for f in p.get("files", []))]
         for e in self.endpoints:
+            seen = " (found listening; no configuration names it)" \
+                if e.get("source") == "observed" else ""
             lines.append(f"  endpoint:    {e['endpoint']}: {'ok' if e['ok'] else 'FAIL'}, "
-                         f"{e['detail']}")
+                         f"{e['detail']}{seen}")
         for key, value in self.configuration.items():
             lines.append(f"  {key + ':':<12} {value}")
         if self.lineage:
@@ -286,18 +288,21 @@ def _is_www_data(host: Host, gid: int) -> bool:
 
 
 def _check_endpoints(deployment: Deployment, pair: Pair, report: Report) -> None:
+    name = report.hostname or "localhost"
     try:
-        endpoints = deployment.endpoints()
+        endpoints, extra = deployment.every_endpoint(name, [pair.leaf_der])
     except WazoError as exc:
         report.problems.append(str(exc))
         return
-    name = report.hostname or "localhost"
+    observed = {o.endpoint for o in extra}
     self_signed = pair.leaf.issuer == pair.leaf.subject
     results = tls.probe_until(endpoints, name, pair.leaf_der, 0.5, verify=not self_signed,
                               connect=deployment.access.connect)
     for result in results:
         report.endpoints.append({"endpoint": str(result.endpoint), "ok": result.ok,
-                                 "detail": result.detail, "sha256": result.fingerprint})
+                                 "detail": result.detail, "sha256": result.fingerprint,
+                                 "source": "observed" if result.endpoint in observed
+                                 else "configuration"})
         if not result.ok:
             report.problems.append(f"{result.endpoint} {result.detail} (restart that service, "
                                    "or run certbot-wazo deploy again)")

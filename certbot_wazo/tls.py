@@ -136,6 +136,22 @@ def _served_leaf(endpoint: Endpoint, hostname: str, timeout: float,
             return tls.getpeercert(binary_form=True) or b""
 
 
+def served_leaves(endpoints: Sequence[Endpoint], hostname: str, timeout: float,
+                  connect: Connect = direct) -> dict[Endpoint, bytes]:
+    """One handshake with each endpoint, concurrently: the leaf each serves (b"" where nothing
+    completes a TLS handshake within timeout). Nothing is verified: this says what is served."""
+    def one(endpoint: Endpoint) -> bytes:
+        try:
+            return _served_leaf(endpoint, hostname, timeout, connect)
+        except (OSError, ssl.SSLError, ValueError):
+            return b""
+
+    if not endpoints:
+        return {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(endpoints))) as pool:
+        return dict(zip(endpoints, pool.map(one, endpoints)))
+
+
 def serves_tls(endpoint: Endpoint, hostname: str, timeout: float = 2.0,
                connect: Connect = direct) -> bool:
     """Whether anything completes a TLS handshake there (any certificate)."""

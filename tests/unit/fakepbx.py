@@ -14,10 +14,22 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certbot_wazo import access, failpoints, hosts, tls
 from certbot_wazo.errors import CommandError
 from certbot_wazo.host import HOSTS_BASE, HOSTS_CUSTOM, Host
+from certbot_wazo.listeners import Listener
 from certbot_wazo.tls import Endpoint, ProbeResult
 
 COMMANDS = ("usr/bin/wazo-service", "usr/sbin/xivo-update-config", "bin/systemctl",
             "usr/sbin/asterisk")
+
+
+# The service lists in the form of upstream's script (wazo-platform/wazo-service, tag wazo-18.03,
+# bin/wazo-service: shell variables, each group adding to the previous), with the daemons of the
+# testdata trees in them.
+WAZO_SERVICE = """#!/bin/sh
+xivo_services="xivo-dxtora xivo-provd xivo-agid asterisk xivo-amid xivo-agentd xivo-dird xivo-websocketd"
+default_services="wazo-plugind xivo-sysconfd xivo-confd xivo-auth wazo-auth wazo-phoned $xivo_services"
+all_services="rabbitmq-server consul postgresql nginx $default_services"
+exit 0
+"""
 
 
 class Killed(BaseException):
@@ -42,10 +54,14 @@ class FakePBX:
         self.probes: list[tuple[str, float, bool, bytes]] = []  # (name, timeout, verify, expect)
         self.kill_at: Optional[str] = None  # a failpoint name: Killed is raised there
         self.served: dict[int, bytes] = {}
+        # Ports only observation finds (no configuration names them), by systemd unit: only a
+        # `systemctl restart UNIT` naming them reloads them (they are in no wazo-service group).
+        self.extra: dict[int, str] = {}
         for command in COMMANDS:
             path = root / command
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("#!/bin/sh\nexit 0\n")
+            path.write_text(WAZO_SERVICE if command.endswith("wazo-service") else
+                            "#!/bin/sh\nexit 0\n")
             path.chmod(0o755)
         leaf = self.installed_leaf()
         self.served = {e.port: leaf for e in self.host.endpoints()}
@@ -78,9 +94,25 @@ class FakePBX:
             leaf = self.installed_leaf()
             everything = list(argv[1:]) == ["restart", "all"]
             for port in self.served:
+                if port in self.extra and self.extra[port] not in argv[2:]:
+                    continue
                 if port not in self.broken and (everything or port not in self.stubborn):
                     self.served[port] = leaf
         return ""
+
+    def add_extra(self, port: int, unit: str) -> None:
+        """A daemon no configuration names, serving what server.crt holds now on port."""
+        self.extra[port] = unit
+        self.served[port] = self.installed_leaf()
+
+    def listeners(self) -> list[Listener]:
+        """What listens: every endpoint's port, the extra ones with their unit."""
+        return [Listener("0.0.0.0", port, 1000 + port, self.extra.get(port, ""), "python3")
+                for port in sorted(self.served)]
+
+    def served_leaves(self, endpoints: Sequence[Endpoint], hostname: str, timeout: float,
+                      connect: object = None) -> dict[Endpoint, bytes]:
+        return {e: self.served.get(e.port, b"") for e in endpoints}
 
     def probe_until(self, endpoints: Sequence[Endpoint], hostname: str, expect_der: bytes,
                     timeout: float, verify: bool = True, interval: float = 0.05,
@@ -134,6 +166,8 @@ def install(monkeypatch: pytest.MonkeyPatch, root: Path) -> FakePBX:
     pbx = FakePBX(root)
     monkeypatch.setattr(access, "run", pbx.run)  # what LocalAccess.run runs
     monkeypatch.setattr(tls, "probe_until", pbx.probe_until)
+    monkeypatch.setattr(tls, "served_leaves", pbx.served_leaves)
+    monkeypatch.setattr(access.LocalAccess, "listeners", lambda self: pbx.listeners())
     monkeypatch.setattr(failpoints, "hit", pbx.hit)
     monkeypatch.delenv(failpoints.ENV, raising=False)
     return pbx

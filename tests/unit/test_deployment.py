@@ -693,3 +693,49 @@ def test_phases_are_documented_where_the_flow_is() -> None:
     doc = deployment_module.__doc__ or ""
     for phase in Phase:
         assert phase.name in doc
+
+
+def test_a_listener_no_configuration_names_is_restarted_probed_and_named(
+        legacy: FakePBX, pair: tuple[Path, Path], ca: CA, tmp_path: Path) -> None:
+    """A daemon serving Wazo's pair on a port no configuration certbot-wazo reads names, in no
+    wazo-service group (wazo-admin-ui on 17.x-18.03 as the corpus had it, a local daemon): the
+    migration restarts it by its unit after `restart all`, a certificate-only renewal restarts
+    it in the gentle path, both probe it, and the admin is told which port and unit."""
+    legacy.add_extra(9296, "wazo-admin-ui")
+    said: list[str] = []
+    assert deployment(legacy, said).run(*pair) is True
+    wazo_service = str(legacy.root / "usr/bin/wazo-service")
+    assert legacy.restarts()[0] == [wazo_service, "restart", "all"]
+    assert [c[1:] for c in legacy.restarts()[1:]] == [["restart", "wazo-admin-ui"]]
+    assert legacy.serves(leaf(*pair))
+    assert any("127.0.0.1:9296: wazo-admin-ui serves Wazo's certificate there, but no "
+               "configuration certbot-wazo reads names that listener" in m for m in said)
+    assert any(m.endswith("found listening)") and " 1 found listening" in m for m in said)
+    legacy.commands.clear()
+    renewed = ca.issue(tmp_path / "renewed", names=[NAME])
+    assert deployment(legacy).run(*renewed) is True
+    gentle = [c for c in legacy.restarts() if c[1] == "restart"]
+    assert gentle and "wazo-admin-ui" in gentle[0]
+    assert legacy.serves(leaf(*renewed))
+    assert any(p[3] == leaf(*renewed) for p in legacy.probes)
+
+
+def test_a_listener_serving_the_pair_that_no_unit_owns_is_refused_before_any_change(
+        legacy: FakePBX, pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    legacy.add_extra(9296, "")
+    before = tree_state(legacy.root)
+    with pytest.raises(HostError, match=r"127.0.0.1:9296: pid 10296 \(python3\) serves .*"
+                                        "belongs to no systemd service"):
+        deployment(legacy).run(*pair)
+    assert tree_state(legacy.root) == before and legacy.restarts() == []
+
+
+def test_a_daemon_outside_wazo_services_groups_is_restarted_by_its_unit(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    """wazo-setupd at 19.17 serves the pair but is in no group of that release's wazo-service
+    (wazo-platform/wazo-service, tag wazo-19.17, bin/wazo-service): `restart all` leaves it."""
+    script = legacy.root / "usr/bin/wazo-service"
+    script.write_text(script.read_text().replace(" xivo-websocketd", ""))
+    assert deployment(legacy).run(*pair) is True
+    assert [c[1:] for c in legacy.restarts()] == [["restart", "all"],
+                                                  ["restart", "xivo-websocketd"]]

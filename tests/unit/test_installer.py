@@ -17,6 +17,7 @@ from certbot_wazo.deployment import Settings
 from certbot_wazo.errors import HostError, LockBusyError, PairError, RolledBackError
 from certbot_wazo.host import Host
 from certbot_wazo.installer import WazoInstaller
+from tests.unit.fakepbx import WAZO_SERVICE
 
 
 def installer(tmp_path: Path, root: Path, *extra: str) -> WazoInstaller:
@@ -242,7 +243,7 @@ def test_config_test_passes_on_a_complete_legacy_host(legacy_root: Path, tmp_pat
     for name in ("wazo-service", "xivo-update-config"):
         script = legacy_root / "usr/sbin" / name
         script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text("#!/bin/sh\n")
+        script.write_text(WAZO_SERVICE if name == "wazo-service" else "#!/bin/sh\n")
         script.chmod(0o755)
     installer(tmp_path, legacy_root).config_test()
 

@@ -1,0 +1,103 @@
+"""Every TLS endpoint that serves Wazo's pair: what the configuration names, and what is observed
+listening and serving it (a daemon no configuration certbot-wazo reads names, one outside
+wazo-service's groups), each named by its systemd unit."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from typing import Collection, Sequence
+
+from certbot_wazo import listeners, tls
+from certbot_wazo.errors import HostError
+from certbot_wazo.listeners import Listener
+from certbot_wazo.tls import Connect, Endpoint
+
+logger = logging.getLogger(__name__)
+
+# One handshake per listening port, all at once: a TLS service on loopback answers in
+# milliseconds; a plain-text one waiting for a request line is given up on after this.
+HANDSHAKE_TIMEOUT = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """A listener seen serving one of Wazo's pairs."""
+
+    endpoint: Endpoint
+    listener: Listener
+    served: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the leaf it serves, hex."""
+        return hashlib.sha256(self.served).hexdigest()
+
+
+def _key(address: str, port: int) -> tuple[str, int]:
+    """One probe per port on loopback (IPv4 and IPv6 wildcards are the same service)."""
+    loopback = address in ("127.0.0.1", "::1") or address.startswith("127.")
+    return ("loopback" if loopback else address, port)
+
+
+def candidates(found: Sequence[Listener]) -> list[tuple[Endpoint, Listener]]:
+    """Where to handshake each listener from the host itself, one per port on loopback, IPv4
+    first; sorted by port, so the same host gives the same list."""
+    unique: dict[tuple[str, int], tuple[Endpoint, Listener]] = {}
+    for listener in sorted(found, key=lambda x: (x.port, ":" in x.address, x.address)):
+        address = listeners.reachable(listener.address)
+        if address is None:
+            continue
+        unique.setdefault(_key(address, listener.port),
+                          (Endpoint(address, listener.port, listener.unit), listener))
+    return sorted(unique.values(), key=lambda pair: (pair[0].port, pair[0].address))
+
+
+def observe(found: Sequence[Listener], wazo_leaves: Collection[bytes], hostname: str,
+            connect: Connect = tls.direct,
+            timeout: float = HANDSHAKE_TIMEOUT) -> list[Observed]:
+    """The listeners that serve one of wazo_leaves (the pair installed now, the one being
+    deployed, Wazo's own self-signed one), each with the leaf it serves.
+
+    Every listening port is handshaken once, concurrently (a plain-text service fails at
+    once or within timeout).
+    """
+    leaves = {leaf for leaf in wazo_leaves if leaf}
+    if not leaves:
+        return []
+    pairs = candidates(found)
+    served = tls.served_leaves([endpoint for endpoint, _ in pairs], hostname, timeout, connect)
+    seen = [Observed(endpoint, listener, served.get(endpoint, b""))
+            for endpoint, listener in pairs if served.get(endpoint, b"") in leaves]
+    logger.debug("observed %d listening port(s), %d serving Wazo's pair: %s", len(pairs),
+                 len(seen), ", ".join(f"{o.endpoint} ({o.listener.owner})" for o in seen))
+    return seen
+
+
+def beyond(configured: Sequence[Endpoint], observed: Sequence[Observed]) -> list[Observed]:
+    """The observed endpoints on a port no configured endpoint names (one probe per port)."""
+    known = {e.port for e in configured}
+    return [o for o in observed if o.endpoint.port not in known]
+
+
+def require_units(extra: Sequence[Observed]) -> None:
+    """Every endpoint only observation found must belong to a systemd unit: it is restarted by
+    that unit's name.
+
+    :raises HostError: one belongs to none (a process started by hand, another namespace)
+    """
+    for one in extra:
+        if not one.listener.unit:
+            raise HostError(
+                f"{one.endpoint}: {one.listener.owner} serves Wazo's certificate there, and it "
+                "belongs to no systemd service, so certbot-wazo cannot restart it onto the new "
+                "one (run it as a service, or stop it; nothing was changed)")
+
+
+def describe(extra: Sequence[Observed]) -> list[str]:
+    """One warning per endpoint only observation found (so the corpus can be completed)."""
+    return [f"{o.endpoint.address}:{o.endpoint.port}: {o.listener.unit} serves Wazo's "
+            "certificate there, but no configuration certbot-wazo reads names that listener: "
+            f"it is restarted (systemctl restart {o.listener.unit}) and probed with the others "
+            "(please report it to certbot-wazo so that its release corpus names it)"
+            for o in extra]
