@@ -486,6 +486,10 @@ def _https_section(conf: dict[str, object], cert_paths: set[str]) -> Optional[di
         candidates.append({"listen": rest_api.get("ip", "0.0.0.0"), "port": rest_api.get("port"),
                            "certificate": rest_api["ssl_certfile"],
                            "private_key": rest_api.get("ssl_keyfile")})
+    # wazo-admin-ui (17.03-18.13) serves TLS from a top-level `https` section (wazo-pbx/
+    # wazo-admin-ui, tags wazo-17.17 and wazo-18.03, etc/wazo-admin-ui/config.yml and
+    # wazo_admin_ui/http_server.py).
+    candidates.append(conf.get("https"))
     websocket = conf.get("websocket")
     # wazo-websocketd serves TLS whenever its websocket section names a certificate (its code
     # default up to 20.08, wazo-platform/wazo-websocketd */config.py); no `ssl` switch.

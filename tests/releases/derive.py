@@ -33,7 +33,10 @@ RELEASES = ("15.12", "16.16", "17.17", "18.03", "19.17", "20.16", "21.16", "22.1
 DAEMON_REPOS = ("wazo-auth", "wazo-confd", "wazo-dird", "wazo-amid", "wazo-agentd", "wazo-calld",
                 "wazo-websocketd", "wazo-call-logd", "wazo-plugind", "wazo-webhookd",
                 "wazo-phoned", "wazo-provd", "wazo-sysconfd", "wazo-chatd", "wazo-setupd",
-                "wazo-agid", "wazo-dxtora", "wazo-confgend", "xivo-confgend", "xivo-ctid")
+                "wazo-agid", "wazo-dxtora", "wazo-confgend", "xivo-confgend", "xivo-ctid",
+                # kept outside wazo-platform (wazo-pbx), a dependency of the xivo metapackage
+                # from 17.04 to 18.13 (wazo-platform/wazo-platform, debian/control)
+                "wazo-admin-ui")
 # Keys of a section that make it a TLS listener or a TLS client of a peer.
 TLS_KEYS = {"certificate", "private_key", "verify_certificate", "verify", "ssl", "https",
             "ssl_certfile", "ssl_keyfile", "certfile", "keyfile"}
@@ -180,7 +183,7 @@ def listener(config: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The TLS listener of an effective daemon configuration (None: no TLS with a pair)."""
     rest = config.get("rest_api") if isinstance(config.get("rest_api"), dict) else {}
     candidates = [("rest_api.https", rest.get("https")), ("rest_api", rest),
-                  ("websocket", config.get("websocket"))]
+                  ("https", config.get("https")), ("websocket", config.get("websocket"))]
     if rest.get("ssl") is True and isinstance(rest.get("ssl_certfile"), str):  # wazo-provd
         return {"section": "rest_api", "listen": rest.get("ip", "0.0.0.0"),
                 "port": rest.get("port"), "certificate": rest["ssl_certfile"],

@@ -54,6 +54,11 @@ class SandboxHost:
         result = self.run("wazo-service", "start", "all")
         if result.returncode != 0:
             raise RuntimeError(f"wazo-service start all failed:\n{result.stdout}{result.stderr}")
+        # What systemd starts at boot besides (enabled units in no group of wazo-service, such
+        # as wazo-setupd at 19.17).
+        for unit in self.units:
+            if not systemctl.active(self.root, unit) and systemctl.start(self.root, unit) != 0:
+                raise RuntimeError(f"systemctl start {unit} failed")
         for unit, address in self.endpoints.items():
             if not wait_until(functools.partial(port_open, address), 10):
                 raise RuntimeError(f"{unit} does not listen on {address}")

@@ -239,14 +239,21 @@ http {{
     layout.endpoints["nginx"] = f"127.0.0.1:{port}"
 
 
-def make_stubs(root: Path) -> None:
-    """The generated command stand-ins, each calling tests.sandbox.stubs with root embedded."""
+def make_stubs(root: Path, groups: dict[str, list[str]] | None = None) -> None:
+    """The generated command stand-ins, each calling tests.sandbox.stubs with root embedded.
+
+    wazo-service's stand-in states its groups as upstream's script does, one shell-style
+    assignment per group (`wazo_services="..."`, also valid Python): certbot-wazo reads them
+    from the host's script as data. The stand-in itself acts on the sandbox's state."""
     commands = {"usr/sbin/xivo-update-config": "xivo-update-config", "bin/systemctl": "systemctl",
                 "usr/bin/wazo-service": "wazo-service", "usr/sbin/asterisk": "asterisk",
                 "usr/sbin/nginx": "nginx", "usr/sbin/sendmail": "sendmail"}
     for path, command in commands.items():
+        lists = "".join(f'{name}_services="{" ".join(units)}"\n'
+                        for name, units in (groups or {}).items()
+                        if command == "wazo-service" and name.isidentifier())
         write(root / path, f'#!/usr/bin/python3 -I\n"""Sandbox stand-in for {command}."""\nimport sys\n\n'
-                           f"sys.path.insert(0, {str(REPO)!r})\n"
+                           f"{lists}sys.path.insert(0, {str(REPO)!r})\n"
                            "from tests.sandbox.stubs import main  # noqa: E402\n\n"
                            f"sys.exit(main({command!r}, {str(root)!r}, sys.argv))\n", 0o755)
     (root / "usr/bin/xivo-service").symlink_to("wazo-service")
@@ -264,7 +271,8 @@ def build(root: Path, generation: str, name: str, http_port: int | None = None) 
     make_asterisk(root, generation, certs, ports, layout)
     make_nginx(root, certs, ports["nginx"], layout, http_port)
     layout.units |= {unit: "noop" for unit in NOOP_UNITS}
-    make_stubs(root)
+    from .stubs import GROUPS  # stubs imports this module's neighbours, not this one
+    make_stubs(root, GROUPS[generation])
     for directory in ("run/sandbox/faults", "var/log/sandbox", "var/lib/sandbox"):
         (root / directory).mkdir(parents=True, exist_ok=True)
     write(root / STATE_FILE, json.dumps({"generation": generation, "name": name, "units": layout.units,

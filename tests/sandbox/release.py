@@ -166,7 +166,18 @@ def build_release(root: Path, release: str, name: str = NAME) -> SandboxHost:
         name = site["path"].rsplit("/", 1)[-1]
         write(root / site["path"].lstrip("/"), _nginx_site(site))
         (root / "etc/nginx/sites-enabled" / name).symlink_to(f"../sites-available/{name}")
-    make_stubs(root)
+    served = [u for u, kind in layout.units.items() if kind != "noop"]
+    groups = {"all": ["nginx", *(["consul"] if "consul" in layout.units else []), *units,
+                      *(["asterisk"] if "asterisk" in layout.units else [])]}
+    groups["default"] = groups["wazo"] = groups["xivo"] = [u for u in groups["all"]
+                                                           if u not in ("nginx", "consul")]
+    if data.get("wazo_service"):
+        # the release's own lists (wazo-platform/wazo-service at its tag, bin/wazo-service):
+        # a daemon in none of them (wazo-setupd at 19.17) is left alone by `restart all`
+        groups = {name: list(members) for name, members in data["wazo_service"]["groups"].items()}
+        if "xivo" not in groups and "wazo" in groups:
+            groups["xivo"] = groups["wazo"]  # the deprecated alias every release keeps
+    make_stubs(root, groups)
     for directory in ("run/sandbox/faults", "var/log/sandbox", "var/lib/sandbox"):
         (root / directory).mkdir(parents=True, exist_ok=True)
     endpoints = {}
@@ -178,11 +189,6 @@ def build_release(root: Path, release: str, name: str = NAME) -> SandboxHost:
                 if str(row["address"]).strip("[]") in ("0.0.0.0", "*", "::") or \
                 str(row["address"]).isdigit() else f"{row['address'].rsplit(':', 1)[0]}:{row['port']}"
     layout.endpoints = endpoints
-    served = [u for u, kind in layout.units.items() if kind != "noop"]
-    groups = {"all": ["nginx", *(["consul"] if "consul" in layout.units else []), *units,
-                      *(["asterisk"] if "asterisk" in layout.units else [])]}
-    groups["default"] = groups["wazo"] = groups["xivo"] = [u for u in groups["all"]
-                                                           if u not in ("nginx", "consul")]
     write(root / STATE_FILE, json.dumps({
         "generation": generation, "name": name, "units": layout.units, "served": served,
         "endpoints": endpoints, "groups": groups, "release": release}, indent=2))

@@ -65,7 +65,7 @@ def daemon_listener(root: Path, unit: str) -> tuple[str, int, ssl.SSLContext | N
     plain HTTP otherwise."""
     config = daemon_config(root, unit)
     rest = config.get("rest_api", {})
-    candidates = [rest.get("https"), rest, config.get("websocket")]
+    candidates = [rest.get("https"), rest, config.get("https"), config.get("websocket")]
     if rest.get("ssl") is True and rest.get("ssl_certfile"):  # wazo-provd's own key names
         candidates.insert(0, {"listen": rest.get("ip", "127.0.0.1"), "port": rest["port"],
                               "certificate": rest["ssl_certfile"],
