@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from . import systemctl
+from . import cgroups, systemctl
 from .common import log_dir, sandbox_dir, state
 from .layout import build
 from .peers import peer_errors
@@ -75,9 +75,10 @@ class SandboxHost:
         for _ in range(3):
             leftovers = processes_under(self.root)
             if not leftovers:
-                return
+                break
             for pid in leftovers:
                 terminate(pid, timeout=2)
+        cgroups.remove(self.root)
 
     def __enter__(self) -> SandboxHost:
         return self

@@ -81,12 +81,13 @@ def terminate(pid: int, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None
         timeout = 2.0
 
 
-def spawn_detached(argv: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    """Start argv in its own session, stdio to log."""
+def spawn_detached(argv: list[str], log: Path, env: dict[str, str], cwd: Path,
+                   preexec: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
+    """Start argv in its own session, stdio to log (preexec runs in the child before exec)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=cwd, start_new_session=True)
+                                env=env, cwd=cwd, start_new_session=True, preexec_fn=preexec)
 
 
 def processes_under(root: Path) -> list[int]:

@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import nginx
+from . import cgroups, nginx
 from .common import PYTHON, REPO, fault_armed, log_dir, log_event, sandbox_dir, state
 from .procs import pid_alive, read_pid, spawn_detached, terminate, wait_until
 
@@ -50,8 +50,10 @@ def start(root: Path, unit: str) -> int:
     ready = sandbox_dir(root) / f"{unit}.ready"
     ready.unlink(missing_ok=True)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"}
+    group = cgroups.unit_group(root, unit)  # systemd's shape: observed as this unit's
     proc = spawn_detached([PYTHON, "-m", "tests.sandbox.tlsdaemon", str(root), unit],
-                          log_dir(root) / f"{unit}.log", env, REPO)
+                          log_dir(root) / f"{unit}.log", env, REPO,
+                          preexec=lambda: cgroups.join(group))
     (sandbox_dir(root) / f"{unit}.pid").write_text(f"{proc.pid}\n")
     if wait_until(lambda: ready.exists() or proc.poll() is not None, START_TIMEOUT) and ready.exists():
         return 0

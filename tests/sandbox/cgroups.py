@@ -1,0 +1,64 @@
+"""Sandbox units in control groups shaped like systemd's (…/system.slice/UNIT.service), so that
+certbot-wazo observes which unit holds a port as it does on a real host (/proc/PID/cgroup).
+
+The groups live below one directory of this sandbox, in the name=systemd hierarchy (cgroup v1,
+as Debian 8-10 mount it) or the unified one (v2); never in the machine's own system.slice.
+Removed again when the sandbox stops. Where neither hierarchy can be written, units run
+without one (their listeners then have no unit: tests that need it skip)."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional
+
+HIERARCHIES = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+TOP = "certbot-wazo-sandbox"
+
+
+def base() -> Optional[Path]:
+    """The writable hierarchy whose groups /proc/PID/cgroup names as systemd's."""
+    for hierarchy in HIERARCHIES:
+        if (hierarchy / "cgroup.procs").is_file() and os.access(hierarchy, os.W_OK):
+            return hierarchy
+    return None
+
+
+def sandbox_group(root: Path) -> Optional[Path]:
+    hierarchy = base()
+    if hierarchy is None:
+        return None
+    return hierarchy / TOP / hashlib.sha256(str(root).encode()).hexdigest()[:12]
+
+
+def unit_group(root: Path, unit: str) -> Optional[Path]:
+    """The unit's group (created), or None where no hierarchy can be written."""
+    group = sandbox_group(root)
+    if group is None:
+        return None
+    path = group / "system.slice" / f"{unit}.service"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
+def join(group: Optional[Path]) -> None:
+    """In a child before exec: move this process into group."""
+    if group is not None:
+        with contextlib.suppress(OSError):
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def remove(root: Path) -> None:
+    """Remove the sandbox's groups (empty once its processes are gone), deepest first."""
+    group = sandbox_group(root)
+    if group is None or not group.is_dir():
+        return
+    for directory, _, _ in sorted(os.walk(group), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+    with contextlib.suppress(OSError):  # the last sandbox out removes the top
+        os.rmdir(group.parent)
