@@ -648,6 +648,8 @@ class Deployment:
         if refused:
             raise HostError(refused[0])
         endpoints, extra = self.every_endpoint(hostname, [pair.leaf_der], served_by_nginx)
+        for warning in self.host.warnings:  # what Wazo would skip, what cannot be known
+            self.notify(warning)
         database, lookups = self._directory_changes(pair, hostname)
         endpoints += self._lookup_endpoints(hostname, lookups, endpoints)
         # Removing the overrides is a configuration change of every daemon: upstream's revert

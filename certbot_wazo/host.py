@@ -157,6 +157,11 @@ class Host:
         """The Wazo release the host says it runs (its version file), None when unknown."""
         if not self._version_read:
             self._version, self._version_read = releases.read_version(self.path), True
+            if self._version is None and self.cert_dirs():
+                self._warn(f"{self.path(releases.VERSION_FILES[0])}: no Wazo release could be "
+                           f"read (nor from {releases.VERSION_FILES[1]}); the listeners Wazo's "
+                           "daemons state only in their code are taken from every release "
+                           "certbot-wazo knows, and what listens is observed")
         return self._version
 
     def family(self) -> Optional[releases.Family]:

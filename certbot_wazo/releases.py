@@ -135,11 +135,12 @@ CODE_DEFAULTS: dict[str, list[tuple[Version, Version, dict[str, Any]]]] = {
 
 
 def code_defaults(unit: str, version: Optional[Version]) -> dict[str, Any]:
-    """The code defaults of unit at a release that matter here (empty when unknown)."""
+    """The code defaults of unit at a release that matter here (at an unknown release, those of
+    every release known)."""
     merged: dict[str, Any] = {}
-    if version is None:
-        return merged
-    for first, last, defaults in CODE_DEFAULTS.get(unit, []):
-        if first <= version <= last:
+    for first, last, defaults in reversed(CODE_DEFAULTS.get(unit, [])):
+        # An unknown release: the defaults of every release known (the newest first wins), so
+        # that a listener only a daemon's code states is probed rather than silently dropped.
+        if version is None or first <= version <= last:
             merged = deep_merge(merged, defaults)
     return merged

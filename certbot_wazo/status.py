@@ -47,6 +47,9 @@ class Report:
     configuration: dict[str, Any] = dataclasses.field(default_factory=dict)
     lineage: Optional[dict[str, Any]] = None
     problems: list[str] = dataclasses.field(default_factory=list)
+    # What Wazo itself would skip, or what certbot-wazo cannot know (an unknown release): said,
+    # not a problem.
+    warnings: list[str] = dataclasses.field(default_factory=list)
     # When a deployment last committed (its undo log became `previous`), seconds since the epoch.
     last_success: Optional[float] = None
 
@@ -78,6 +81,8 @@ class Report:
                 if e.get("source") == "observed" else ""
             lines.append(f"  endpoint:    {e['endpoint']}: {'ok' if e['ok'] else 'FAIL'}, "
                          f"{e['detail']}{seen}")
+        for warning in self.warnings:
+            lines.append(f"  warning:     {warning}")
         for key, value in self.configuration.items():
             lines.append(f"  {key + ':':<12} {value}")
         if self.lineage:
@@ -114,6 +119,7 @@ def check(deployment: Deployment, config_dir: Path,
     _check_configuration(deployment, pair, report)
     _check_directories(host, pair, report)
     _check_lineage(config_dir, report, pair)
+    report.warnings = list(host.warnings)
     try:
         failure = deployment.journal.failure()
     except WazoError as exc:

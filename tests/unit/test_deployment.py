@@ -406,7 +406,7 @@ def test_an_upgraded_host_drops_the_old_overrides_and_restarts_everything(
         monkeypatch: pytest.MonkeyPatch, modern_root: Path, pair: tuple[Path, Path]) -> None:
     """24.16 with the pre-19.01 procedure's files: removed in the same transaction, and every
     daemon restarted (they all read them)."""
-    (modern_root / "usr/share/wazo").mkdir(parents=True)
+    (modern_root / "usr/share/wazo").mkdir(parents=True, exist_ok=True)
     (modern_root / "usr/share/wazo/WAZO-VERSION").write_text("24.16\n")
     custom = modern_root / CUSTOM_FILE.lstrip("/")
     custom.parent.mkdir(parents=True)

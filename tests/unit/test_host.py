@@ -171,7 +171,7 @@ def test_before_15_16_every_file_of_conf_d_is_read(legacy_root: Path) -> None:
     backup = legacy_root / "etc/xivo-auth/conf.d/020-port.yml.bak"
     backup.write_text("rest_api:\n  https:\n    port: 9999\n")
     version = legacy_root / "usr/share/xivo/XIVO-VERSION"
-    version.parent.mkdir(parents=True)
+    version.parent.mkdir(parents=True, exist_ok=True)
     version.write_text("15.15\n")
     assert Endpoint("127.0.0.1", 9999, "xivo-auth") in Host(legacy_root).endpoints()
     version.write_text("15.16\n")
@@ -226,3 +226,16 @@ def test_special_files_in_conf_d_are_refused_unread(legacy_root: Path) -> None:
     host = Host(legacy_root)
     assert Endpoint("127.0.0.1", 9497, "xivo-auth") in host.endpoints()
     assert any(w.startswith(f"{fifo}: not a regular file") for w in host.warnings)
+
+
+def test_without_a_version_file_code_default_listeners_stay_and_one_warning_says_why(
+        legacy_root: Path) -> None:
+    from certbot_wazo.releases import VERSION_FILES
+    for wazo_path in VERSION_FILES:
+        (legacy_root / wazo_path.lstrip("/")).unlink(missing_ok=True)
+    (legacy_root / "etc/xivo-websocketd/config.yml").write_text("{}\n")
+    host = Host(legacy_root)
+    assert host.version() is None
+    assert 9502 in {e.port for e in host.endpoints()}
+    said = [w for w in host.warnings if "no Wazo release could be read" in w]
+    assert len(said) == 1 and "\n" not in said[0]
