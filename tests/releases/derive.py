@@ -428,6 +428,94 @@ def debian(up: Upstream, release: str) -> Optional[dict[str, Any]]:
     return None
 
 
+_SERVICES = re.compile(r"""^\s*([A-Za-z_]+services)=["']([^"'`]*)["']""", re.M)
+_REFERENCE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
+
+def wazo_service(up: Upstream, release: str) -> Optional[dict[str, Any]]:
+    """The groups of the release's wazo-service (xivo-service, shipped by xivo-upgrade before
+    wazo-service had a repository of its own): each `*_services` list, references expanded."""
+    for repo, path in (("wazo-service", "bin/wazo-service"), ("wazo-service", "bin/xivo-service"),
+                       ("wazo-upgrade", "bin/xivo-service")):
+        tag = up.tag(repo, release)
+        text = up.show(repo, tag, path) if tag else None
+        if not text:
+            continue
+        variables: dict[str, str] = {}
+        for name, value in _SERVICES.findall(text):
+            variables[name] = _REFERENCE.sub(
+                lambda ref, known=variables: known.get(ref.group(1), ""), value)
+        if variables:
+            return {"source": source(repo, str(tag), path),
+                    "groups": {name[:-len("_services")].rstrip("_") or name: value.split()
+                               for name, value in variables.items()}}
+    return None
+
+
+# Packages built from a repository of another name (xivo-ctid-ng became wazo-calld, ...).
+RENAMED = {"xivo-ctid-ng": "wazo-calld", "xivo-dird-phoned": "wazo-phoned",
+           "xivo-call-logs": "wazo-call-logd", "xivo-nginx": "wazo-nginx"}
+
+
+def _stanzas(control: str) -> dict[str, list[str]]:
+    """Each binary package of a debian/control with the names it Depends on (first alternative,
+    no version, no substitution variable)."""
+    found: dict[str, list[str]] = {}
+    for block in re.split(r"\n\s*\n", control):
+        package = re.search(r"^Package:\s*(\S+)", block, re.M)
+        depends = re.search(r"^Depends:(.*(?:\n[ \t].*)*)", block, re.M)
+        if package:
+            names = []
+            for item in (depends.group(1) if depends else "").replace("\n", " ").split(","):
+                name = item.split("|")[0].split("(")[0].strip()
+                if name and not name.startswith("${"):
+                    names.append(name)
+            found[package.group(1)] = names
+    return found
+
+
+def metapackage(up: Upstream, release: str) -> Optional[dict[str, Any]]:
+    """What the release's metapackage (xivo, then wazo-platform) pulls in, its sibling
+    metapackages (xivo-base) expanded, and which of those packages are daemons built by Wazo:
+    their repository ships a systemd unit or an init script at its tag."""
+    tag = up.tag("wazo-platform", release)
+    control = up.show("wazo-platform", tag, "debian/control") if tag else None
+    if not control:
+        return None
+    stanzas = _stanzas(control)
+    main = "wazo-platform" if "wazo-platform" in stanzas else "xivo"
+    depends: list[str] = []
+    pending = list(stanzas.get(main, []))
+    while pending:
+        name = pending.pop(0)
+        if name in stanzas and name != main:
+            pending = stanzas.pop(name) + pending
+        elif name not in depends:
+            depends.append(name)
+    daemons, unread = [], []
+    for package in sorted(depends):
+        base = package.removesuffix("-python3")  # a client library's Python 3 build
+        # today's repository first (it keeps the tags of its older names)
+        candidates = tuple(dict.fromkeys((RENAMED.get(package, base.replace("xivo-", "wazo-", 1)),
+                                          base.replace("xivo-", "wazo-", 1), base)))
+        if package.startswith(("xivo-", "wazo-")) and \
+                not any(up.tag(repo, release) for repo in candidates):
+            unread.append(package)  # its repository was not given to derive
+        for repo in candidates:
+            repo_tag = up.tag(repo, release)
+            if repo_tag is None:
+                continue
+            units = [f for f in up.files(repo, repo_tag) if re.fullmatch(
+                r"debian/([\w.-]+\.)?(service|init)", f)]
+            if units:
+                org = OLD_ORG if f"{OLD_ORG}+{repo}" in str(up.git_dir(repo)) else ORG
+                daemons.append({"package": package, "repo": f"{org}/{repo}", "tag": repo_tag,
+                                "path": units[0]})
+            break
+    return {"package": main, "source": source("wazo-platform", str(tag), "debian/control"),
+            "depends": sorted(depends), "daemons": daemons, "not_read": unread}
+
+
 def endpoints(facts: dict[str, Any]) -> list[dict[str, Any]]:
     """The table: every TLS endpoint the release's services serve with the Wazo pair."""
     table = []
@@ -489,6 +577,12 @@ def derive(up: Upstream, release: str) -> dict[str, Any]:
     fallback = facts.pop("certs_fallback", None)
     if "certs" not in facts and fallback:
         facts["certs"] = fallback
+    found_service = wazo_service(up, release)
+    if found_service:
+        facts["wazo_service"] = found_service
+    found_meta = metapackage(up, release)
+    if found_meta:
+        facts["metapackage"] = found_meta
     facts["daemons"] = []
     seen: set[str] = set()
     platform_tag = up.tag("wazo-platform", release)

@@ -171,3 +171,36 @@ def test_an_unknown_release_takes_every_known_releases_code_default_listeners() 
         or releases.code_defaults("wazo-plugind", None)["rest_api"]["port"] == 9503
     assert releases.code_defaults("xivo-websocketd", None)["websocket"]["port"] == 9502
     assert releases.code_defaults("wazo-auth", None) == {}
+
+
+# Daemons of the metapackage's dependencies whose TLS the corpus reads from a section of its own
+# rather than from a daemon's YAML files (the repository packaging them is not a daemon's).
+OWN_SECTIONS = {"asterisk": "asterisk", "consul": "consul", "xivo-nginx": "nginx",
+                "wazo-nginx": "nginx"}
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_every_daemon_the_metapackage_pulls_in_is_read_by_the_corpus(release: str) -> None:
+    """Each package the release's metapackage depends on (its sibling metapackages expanded)
+    whose repository ships a systemd unit or an init script is a daemon: its repository must be
+    one derive reads (tests/releases/derive.py DAEMON_REPOS), wherever it lives (wazo-admin-ui
+    is kept in wazo-pbx), or its TLS must have its own section of the corpus. A release that
+    pulls in a daemon nobody read fails here; and derive says which dependencies it could not
+    classify for want of their repository (not_read: every one must be a known non-daemon)."""
+    from tests.releases.derive import DAEMON_REPOS
+    facts = _facts(release)
+    meta = facts["metapackage"]
+    assert meta["depends"] and meta["daemons"], meta["source"]
+    units = {d["unit"] for d in facts["daemons"]}
+    for daemon in meta["daemons"]:
+        repo = daemon["repo"].split("/", 1)[1]
+        section = OWN_SECTIONS.get(daemon["package"])
+        assert repo in DAEMON_REPOS or (section and facts.get(section)), \
+            f"{release}: {daemon['package']} ({daemon['repo']} {daemon['path']}) is a daemon " \
+            "the corpus has not read: add its repository to derive.DAEMON_REPOS"
+        if repo in DAEMON_REPOS and daemon["package"] in units:
+            assert daemon["package"] in units
+    if release in ("17.17", "18.03"):
+        assert "wazo-admin-ui" in units and "wazo-admin-ui" in meta["depends"]
+    assert all(not name.endswith("d") or name.endswith(("-cli", "-client")) for name in
+               meta["not_read"]), meta["not_read"]
