@@ -497,7 +497,8 @@ def metapackage(up: Upstream, release: str) -> Optional[dict[str, Any]]:
         base = package.removesuffix("-python3")  # a client library's Python 3 build
         # today's repository first (it keeps the tags of its older names)
         candidates = tuple(dict.fromkeys((RENAMED.get(package, base.replace("xivo-", "wazo-", 1)),
-                                          base.replace("xivo-", "wazo-", 1), base)))
+                                          base.replace("xivo-", "wazo-", 1), base,
+                                          base.replace("wazo-", "xivo-", 1))))
         if package.startswith(("xivo-", "wazo-")) and \
                 not any(up.tag(repo, release) for repo in candidates):
             unread.append(package)  # its repository was not given to derive
