@@ -9,14 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.pki import CA
 from tests.sandbox import cgroups, systemctl
 from tests.sandbox.common import STATE_FILE
-from tests.sandbox.host import SandboxHost
+from tests.sandbox.host import SandboxHost, add_tls_daemon
 from tests.sandbox.release import NAME, facts
 
 CLI = Path(sys.executable).with_name("certbot-wazo")
@@ -39,30 +38,13 @@ def _cli(host: SandboxHost, bundle: Path, *args: str) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=300, env=env, check=False)
 
 
-def _add_extra_daemon(host: SandboxHost) -> None:
-    """A TLS daemon the corpus does not know, serving Wazo's pair from a configuration file no
-    Wazo daemon has (/etc/local-tls-daemon), run as its own systemd unit."""
-    certs = "/" + str(host.certs_dir.relative_to(host.root))
-    config = host.root / "etc" / EXTRA_UNIT / "config.yml"
-    config.parent.mkdir(parents=True)
-    config.write_text(yaml.safe_dump({"rest_api": {"https": {
-        "listen": "127.0.0.1", "port": EXTRA_PORT, "certificate": f"{certs}/server.crt",
-        "private_key": f"{certs}/server.key"}}}))
-    state_file = host.root / STATE_FILE
-    data = json.loads(state_file.read_text())
-    data["units"][EXTRA_UNIT] = "daemon"
-    data["endpoints"][EXTRA_UNIT] = f"127.0.0.1:{EXTRA_PORT}"
-    state_file.write_text(json.dumps(data))
-    host.endpoints[EXTRA_UNIT] = f"127.0.0.1:{EXTRA_PORT}"
-    assert systemctl.start(host.root, EXTRA_UNIT) == 0
-
-
 @pytest.mark.parametrize("host", ["18.03", "25.17"], indirect=True)
 def test_a_tls_daemon_the_corpus_does_not_know_is_restarted_probed_and_named(
         host: SandboxHost, ca: CA, tmp_path: Path) -> None:
     if cgroups.base() is None:
         pytest.skip("no control group hierarchy can be written here (the daemon has no unit)")
-    _add_extra_daemon(host)
+    add_tls_daemon(host, EXTRA_UNIT, EXTRA_PORT)
+    assert systemctl.start(host.root, EXTRA_UNIT) == 0
     bundle = ca.trust_bundle(tmp_path / "trust.pem")
     for step in ("first", "renewed"):
         pair = ca.issue(tmp_path / step, names=[NAME])

@@ -21,7 +21,7 @@ from certbot_wazo.pair import load_chain
 from tests.pki import CA
 from tests.sandbox.acme import Pebble
 from tests.sandbox.certbot import Certbot, certbot_variants, lineage
-from tests.sandbox.host import build_host, keep_pristine, restore_pristine
+from tests.sandbox.host import SandboxHost, add_tls_daemon, build_host, keep_pristine, restore_pristine
 from tests.sandbox.remote import Target, Targets
 from tests.sandbox.tree import Tree, differences, snapshot
 
@@ -384,3 +384,30 @@ def test_alert_and_repair_over_ssh(fresh: Legacy, ca: CA, tmp_path: Path) -> Non
     repair = cw(targets, "repair", *remote_args(target), "--config-dir", str(config))
     assert repair.returncode == 0, repair.stdout + repair.stderr
     assert serves(targets, target, leaf_of(live / "fullchain.pem"))
+
+
+def test_a_listener_no_configuration_names_is_observed_over_ssh(
+        targets: Targets, ca: CA, trust: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What listens is read from the host's own /proc by sh and coreutils (its sessions have no
+    Python): a TLS daemon no Wazo configuration names, in its own unit, is restarted onto the
+    new pair, probed through the connection and named, on the migration and on a renewal."""
+    from tests.sandbox import cgroups
+    if cgroups.base() is None:
+        pytest.skip("no control group hierarchy can be written here (the daemon has no unit)")
+
+    def build(root: Path) -> SandboxHost:
+        host = build_host(root, "legacy")
+        add_tls_daemon(host, "local-tls-daemon", 9444)
+        return host
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(trust))
+    target = targets.add("pbx-extra", build)
+    for step in ("first", "renewed"):
+        fullchain, _ = ca.issue(tmp_path / step)
+        result = cw(targets, "deploy", *remote_args(target), "--lineage", str(tmp_path / step))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "127.0.0.1:9444: local-tls-daemon serves Wazo's certificate there" in result.stdout
+        assert "1 found listening)" in result.stdout
+        assert served(targets, target, 9444) == leaf_of(fullchain)
+        assert serves(targets, target, leaf_of(fullchain))

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from . import cgroups, systemctl
-from .common import log_dir, sandbox_dir, state
+from .common import STATE_FILE, log_dir, sandbox_dir, state
 from .layout import build
 from .peers import peer_errors
 from .procs import port_open, processes_under, terminate, wait_until
@@ -153,3 +153,22 @@ def restore_pristine(root: Path, pristine: Path) -> None:
                    check=True)
     for fault in (root / "run/sandbox/faults").iterdir():
         fault.unlink()
+
+
+def add_tls_daemon(host: SandboxHost, unit: str, port: int) -> None:
+    """A TLS daemon no Wazo configuration names: it serves Wazo's pair on 127.0.0.1:port from
+    /etc/UNIT/config.yml (a directory certbot-wazo does not read: not /etc/wazo-* or xivo-*),
+    run as its own unit; started with the host, or by systemctl.start when it already runs."""
+    import yaml
+    certs = "/" + str(host.certs_dir.relative_to(host.root))
+    config = host.root / "etc" / unit / "config.yml"
+    config.parent.mkdir(parents=True)
+    config.write_text(yaml.safe_dump({"rest_api": {"https": {
+        "listen": "127.0.0.1", "port": port, "certificate": f"{certs}/server.crt",
+        "private_key": f"{certs}/server.key"}}}))
+    data = state(host.root)
+    data["units"][unit] = "daemon"
+    data["endpoints"][unit] = f"127.0.0.1:{port}"
+    (host.root / STATE_FILE).write_text(json.dumps(data, indent=2))
+    host.endpoints[unit] = f"127.0.0.1:{port}"
+

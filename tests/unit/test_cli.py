@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -33,9 +34,20 @@ def test_an_empty_root_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> N
                     reason="needs root to become another user")
 @pytest.mark.parametrize("command", ["status", "revert"])
 def test_not_root_is_told_to_run_as_root(command: str) -> None:
-    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                             str(CLI), command], capture_output=True, text=True, timeout=60,
-                            check=False, env={**os.environ, "CERTBOT_WAZO_ROOT": ""})
+    """Run as nobody from a copy of the package that nobody can reach (the checkout may be
+    under /root, 0700), with Debian's interpreter and libraries."""
+    copy = Path(tempfile.mkdtemp(prefix="certbot-wazo-nobody-"))
+    try:
+        copy.chmod(0o755)
+        shutil.copytree(Path(cli.__file__).parent, copy / "certbot_wazo",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+             "-c", "import sys; from certbot_wazo.cli import main; sys.exit(main())", command],
+            capture_output=True, text=True, timeout=60, check=False, cwd="/",
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(copy), "CERTBOT_WAZO_ROOT": ""})
+    finally:
+        shutil.rmtree(copy)
     assert result.returncode == 1
     assert result.stderr.startswith(f"certbot-wazo {command}: run as root")
     assert "Traceback" not in result.stderr
