@@ -17,12 +17,19 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 from certbot_wazo import files, listeners
-from certbot_wazo.errors import CommandError, HostError, LockBusyError, SignalledError
+from certbot_wazo.errors import (
+    CommandError,
+    HostError,
+    LockBusyError,
+    OutputLimitError,
+    SignalledError,
+)
 from certbot_wazo.files import FileState
 from certbot_wazo.listeners import Listener
 
@@ -276,26 +283,33 @@ def run(argv: Sequence[str], timeout: float) -> str:
 
 
 def spawn(argv: Sequence[str], timeout: float, stdin: Optional[bytes] = None,
-          log: bool = True, limit: Optional[int] = None) -> tuple[int, str]:
+          log: bool = True, limit: Optional[int] = None,
+          stop_at_limit: bool = False) -> tuple[int, str]:
     """run() without judging the exit status; stdin, when given, is fed from a file.
+
+    What the command prints is read as it comes and never kept beyond limit, so it can fill
+    neither this machine's memory nor its disk: past it, the rest is read and dropped (a Wazo
+    command is never stopped halfway through a restart), or, with stop_at_limit (what a remote
+    host sends), the command is stopped and that is an error.
 
     :param limit: how much output is kept (default MAX_OUTPUT)
     :returns: the exit status and what the command printed (standard output and error)
-    :raises CommandError: it could not start or timed out
+    :raises CommandError: it could not start, timed out, or printed more than limit
     """
     limit = limit or MAX_OUTPUT
-    with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as feed:
+    with tempfile.TemporaryFile() as feed:
         if stdin is not None:
             feed.write(stdin)
             feed.seek(0)
         try:
             proc = subprocess.Popen(list(argv), stdin=feed if stdin is not None
-                                    else subprocess.DEVNULL, stdout=output,
+                                    else subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             logger.debug("could not run %s: %s", " ".join(argv), exc)
             raise CommandError(f"{argv[0]}: cannot be run ({exc.strerror}; reinstall it)") \
                 from None
+        reader = _Reader(proc, limit, stop_at_limit)
         try:
             try:
                 _wait(proc, argv, timeout)
@@ -303,17 +317,63 @@ def spawn(argv: Sequence[str], timeout: float, stdin: Optional[bytes] = None,
                 _wait(proc, argv, timeout)
                 raise
         except (CommandError, SignalledError) as exc:
-            output.seek(0)
-            text = output.read(limit).decode(errors="replace")
+            text = reader.finish()
             logger.debug("ran %s: %s; output:%s", " ".join(argv), exc,
                          "\n" + text.rstrip("\n") if text.strip() else " none")
             raise
-        output.seek(0)
-        text = output.read(limit).decode(errors="replace")
+        text = reader.finish()
+    if reader.overflow:
+        raise OutputLimitError(f"{argv[0]}: printed more than {limit // 1024} KiB and was "
+                               "stopped (nothing it printed was kept past that)")
     if log:
         logger.debug("ran %s: exit status %s; output:%s", " ".join(argv), proc.returncode,
                      "\n" + text.rstrip("\n") if text.strip() else " none")
     return proc.returncode, text
+
+
+class _Reader:
+    """Reads a command's output as it comes, keeping at most limit bytes; past that the
+    command's session is killed. A process the command left running with the pipe open (a
+    daemon it started) does not keep the reading going once the command has ended."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], limit: int, stop: bool) -> None:
+        self.proc, self.limit, self.stop = proc, limit, stop
+        self.data = bytearray()
+        self.overflow = False
+        self._ended = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        stream = self.proc.stdout
+        if stream is None:
+            return
+        fd = stream.fileno()
+        while True:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if not ready:
+                if self._ended:
+                    return
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            self.data += chunk[:max(0, self.limit + 1 - len(self.data))]
+            if len(self.data) > self.limit:
+                del self.data[self.limit:]
+                if self.stop:
+                    self.overflow = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.proc.pid, signal.SIGKILL)  # the waiter reaps it
+                    return
+
+    def finish(self) -> str:
+        """What was read, once the command has ended."""
+        self._ended = True
+        self._thread.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return bytes(self.data).decode(errors="replace")
 
 
 def _wait(proc: subprocess.Popen[bytes], argv: Sequence[str], timeout: float) -> None:

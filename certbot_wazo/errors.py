@@ -40,3 +40,8 @@ class RolledBackError(WazoError):
 
 class SignalledError(WazoError):
     """SIGINT, SIGTERM or SIGHUP arrived: the deployment stops at a safe point and rolls back."""
+
+
+class OutputLimitError(CommandError):
+    """A command, or a remote host, printed more than certbot-wazo keeps: it was stopped."""
+

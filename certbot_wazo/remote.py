@@ -27,6 +27,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,13 @@ from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 from certbot_wazo import failpoints, files
 from certbot_wazo.access import LocalAccess, Notify, spawn
-from certbot_wazo.errors import CommandError, ConnectionLostError, HostError, LockBusyError
+from certbot_wazo.errors import (
+    CommandError,
+    ConnectionLostError,
+    HostError,
+    LockBusyError,
+    OutputLimitError,
+)
 from certbot_wazo.files import ABSENT, DIR, FILE, LINK, FileState
 from certbot_wazo.listeners import Listener, parse_report
 
@@ -63,7 +70,13 @@ MIRRORED: tuple[tuple[str, str], ...] = (
                    "asterisk", "psql", "nginx", "sendmail", "sh")),
 )
 STATE = "var/lib/certbot-wazo"
-MAX_FETCH = 256 * 1024 * 1024
+# What a host may send when its files are read (base64 included), per file (a Wazo
+# configuration file is a few KiB; a PEM chain a few), and how many entries and seconds a read
+# may take: a host that exceeds one is refused with one line, whatever it sends.
+MAX_FETCH = 64 * 1024 * 1024
+MAX_FILE = 1024 * 1024
+MAX_ENTRIES = 20_000
+FETCH_TIMEOUT = 60.0
 # What a host's listener report may be (its socket tables and the processes holding them).
 MAX_LISTENERS = 16 * 1024 * 1024
 # The sessions after the master: through it, or not at all.
@@ -91,7 +104,7 @@ walk() {
         fi
     elif [ -f "$1" ]; then
         printf 'F %s %s ' "$(stat -c '%a %u %g %Y' -- "$1")" "$(b "$1")"
-        head -c 268435457 -- "$1" | base64 -w0; echo
+        head -c 1048577 -- "$1" | base64 -w0; echo
     elif [ -e "$1" ]; then
         printf 'O 0 0 0 0 %s\n' "$(b "$1")"
     fi
@@ -446,7 +459,12 @@ class SshAccess:
         try:
             returncode, output = spawn([*self._ssh(*SESSION),
                                         self.destination, command],
-                                       timeout + SLACK, stdin=stdin, log=False, limit=limit)
+                                       timeout + SLACK, stdin=stdin, log=False, limit=limit,
+                                       stop_at_limit=True)
+        except OutputLimitError:
+            raise HostError(f"{self.destination}: the host sent more than {limit // 1024} KiB "
+                            "in answer to one request and was cut off (certbot-wazo bounds what "
+                            "a host may send; check the host)") from None
         except CommandError as exc:
             raise ConnectionLostError(f"{self.destination}: the SSH connection stopped answering "
                                  f"({exc})") from None
@@ -474,7 +492,8 @@ class SshAccess:
                                ("p", base64.b64encode(rel.encode()).decode())])
 
     def _fetch_specs(self, specs: list[str]) -> None:
-        output = self._exec(FETCH, [str(self.root), *specs], timeout=120, limit=MAX_FETCH)
+        output = self._exec(FETCH, [str(self.root), *specs], timeout=FETCH_TIMEOUT,
+                            limit=MAX_FETCH)
         lines = output.splitlines()
         lines = lines[lines.index("CWBEGIN") + 1:] if "CWBEGIN" in lines else []
         if lines and lines[0] == "NOROOT":
@@ -485,8 +504,16 @@ class SshAccess:
                                  f"halfway ({_last_line(output) or 'no answer'})")
         root = self.local_root(self.root)
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if len(lines) - 1 > MAX_ENTRIES:
+            raise HostError(f"{self.destination}:{self.root}: more than {MAX_ENTRIES} files where "
+                            "certbot-wazo reads Wazo's configuration (not a Wazo host as "
+                            "shipped; check the host)")
         for line in lines[:-1]:
-            if not _mirror_entry(root, line):
+            try:
+                ok = _mirror_entry(root, line)
+            except HostError as exc:
+                raise HostError(self.describe(str(exc))) from None
+            if not ok:
                 raise ConnectionLostError(f"{self.destination}: an unreadable answer while "
                                           "reading the host's files (run again)")
 
@@ -771,52 +798,85 @@ class SshAccess:
 
 
 def _mirror_entry(root: Path, line: str) -> bool:
-    """One line of FETCH as a file of the mirror (owner and mode as on the host).
+    """One line of FETCH as an entry of the mirror (owner and mode as on the host).
+
+    The mirror is data the host describes, never a tree the host shapes: an entry with a
+    symlink (or anything but a directory) above it inside the mirror is refused, as is a
+    special file or a file larger than MAX_FILE; no owner or mode is ever set through a link.
 
     :returns: False when the line is not one FETCH writes (the mirror would be wrong)
+    :raises HostError: the host describes something certbot-wazo refuses to hold
     """
     try:
         _mirror_one(root, line)
     except (ValueError, binascii.Error, IndexError):
         logger.debug("malformed line while mirroring: %s", line[:200])
         return False
-    except (OSError, HostError) as exc:  # the host model reports what is missing
+    except OSError as exc:  # the host model reports what is missing
         logger.debug("not mirrored: %s (%s)", line[:200], exc)
     return True
+
+
+def _real_dir_above(root: Path, path: Path) -> None:
+    """Create the directories between root and path (0700), each checked to be a real
+    directory, never a symlink the host described.
+
+    :raises HostError: a component above path is a symlink or not a directory
+    """
+    current = root
+    for part in path.relative_to(root).parts[:-1]:
+        current = current / part
+        try:
+            os.mkdir(current, 0o700)
+        except FileExistsError:
+            pass
+        info = os.lstat(current)
+        if not stat.S_ISDIR(info.st_mode):
+            raise HostError(f"{root / path.relative_to(root)}: has a symlink or a file above it "
+                            f"({current}) on the host; certbot-wazo reads nothing through it")
 
 
 def _mirror_one(root: Path, line: str) -> None:
     words = line.split(" ")
     if len(words) < 6 or words[0] not in ("D", "F", "L", "O", "X"):
         raise ValueError(line[:80])
-    kind, mode, uid, gid = words[0], int(words[1], 8), int(words[2]), int(words[3])
+    kind, mode, uid, gid = words[0], int(words[1], 8) & 0o7777, int(words[2]), int(words[3])
     mtime = int(words[4])
     rel = base64.b64decode(words[5], validate=True).decode("utf-8", "surrogateescape")
     rel = os.path.normpath(rel)
     if rel.startswith("..") or os.path.isabs(rel):
         return
     path = root / rel if rel != "." else root
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path != root:
+        _real_dir_above(root, path)
+    if kind == "O":
+        raise HostError(f"{path}: a FIFO, device or socket on the host where a configuration "
+                        "file belongs (certbot-wazo never opens one: remove it)")
+    if os.path.islink(path):  # described twice (a later fetch): replaced, never followed
+        os.unlink(path)
     if kind == "D":
-        path.mkdir(exist_ok=True)
-        os.chmod(path, mode)
+        if not os.path.lexists(path):
+            os.mkdir(path, 0o700)
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise HostError(f"{path}: described both as a file and as a directory by the host")
+        os.chmod(path, mode & 0o777)
+        os.chown(path, uid, gid, follow_symlinks=False)
     elif kind == "L":
         target = base64.b64decode(words[6], validate=True).decode("utf-8", "surrogateescape")
+        if os.path.lexists(path) and stat.S_ISDIR(os.lstat(path).st_mode):
+            raise HostError(f"{path}: described both as a directory and as a link by the host")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         os.symlink(target, path)
-        return
-    elif kind == "O":
-        os.mkfifo(path, 0o600)
-        return
     else:
         data = base64.b64decode(words[6], validate=True) if kind == "F" and len(words) > 6 \
             else b""
-        files.apply_state(path, FileState.file(data, mode, uid, gid))
+        if len(data) > MAX_FILE:
+            raise HostError(f"{path}: larger than {MAX_FILE // 1024} KiB on the host (not a Wazo "
+                            "configuration or certificate file; move it away)")
+        files.apply_state(path, FileState.file(data, mode & 0o777, uid, gid))
         if mtime:  # when it was last written (status: the last deployment's time)
             os.utime(path, (mtime, mtime), follow_symlinks=False)
-        return
-    os.chown(path, uid, gid, follow_symlinks=False)
 
 
 def _last_line(text: str) -> str:

@@ -127,3 +127,63 @@ def test_only_the_lock_holder_records_its_running_command(tmp_path: Path) -> Non
     assert (lock / "command").read_text() == "333 444\n"
     out = sh(remote.RUN, str(tmp_path), str(lock), "111 222", "5", "true")
     assert "CWRC 0" in out and not (lock / "command").exists()  # the holder's: cleared after
+
+
+def _line(kind: str, rel: str, payload: bytes = b"", mode: str = "755") -> str:
+    """A FETCH line, as a (hostile) host may print it."""
+    encoded = base64.b64encode(rel.encode()).decode()
+    tail = f" {base64.b64encode(payload).decode()}" if kind in ("F", "L") else ""
+    return f"{kind} {mode} 0 0 0 {encoded}{tail}"
+
+
+def test_a_hostile_host_never_shapes_the_controllers_files(tmp_path: Path) -> None:
+    """Symlink trees pointing into the controller, special files, huge files, a directory
+    described through a link: each is refused with one line, and nothing outside the mirror is
+    created or changed (modes included)."""
+    import os
+
+    from certbot_wazo import remote
+    from certbot_wazo.errors import HostError
+    mirror, controller = tmp_path / "mirror", tmp_path / "controller"
+    mirror.mkdir(mode=0o700)
+    controller.mkdir(mode=0o700)
+    (controller / "secret").write_text("controller's own\n")
+    before = sorted((p.name, p.stat().st_mode) for p in [controller, *controller.iterdir()])
+    attacks = [
+        [_line("L", "etc/xivo/l", str(controller).encode()),
+         _line("D", "etc/xivo/l/evil", mode="777")],
+        [_line("L", "etc/xivo/l", str(controller).encode()),
+         _line("F", "etc/xivo/l/planted", b"x")],
+        [_line("L", "etc/xivo/up", b"../../.."), _line("D", "etc/xivo/up/evil")],
+        [_line("L", "etc/x", str(controller).encode()), _line("D", "etc/x", mode="777")],
+        [_line("O", "etc/nginx/fifo")],
+        [_line("F", "etc/nginx/huge", b"x" * (remote.MAX_FILE + 1))],
+    ]
+    refused = 0
+    for lines in attacks:
+        try:
+            for line in lines:
+                assert remote._mirror_entry(mirror, line)
+        except HostError as exc:
+            refused += 1
+            assert "\n" not in str(exc) and len(str(exc)) < 400
+    assert sorted((p.name, p.stat().st_mode) for p in [controller, *controller.iterdir()]) \
+        == before
+    assert refused == 5  # the directory described over a link replaces the link, in the mirror
+    assert not os.path.lexists(controller / "evil") and not (tmp_path / "evil").exists()
+    assert [p for p in mirror.rglob("*") if p.is_fifo()] == []
+
+
+def test_a_host_that_streams_bytes_is_cut_off_at_the_bound() -> None:
+    import time
+
+    from certbot_wazo import access
+    from certbot_wazo.errors import OutputLimitError
+    started = time.monotonic()
+    with pytest.raises(OutputLimitError, match="printed more than 64 KiB and was stopped"):
+        access.spawn(["yes"], timeout=30, limit=64 * 1024, stop_at_limit=True)
+    assert time.monotonic() - started < 5
+    # a Wazo command is never stopped: what it prints past the bound is dropped
+    code, text = access.spawn(["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; echo done"],
+                              timeout=30, limit=1000)
+    assert code == 0 and text == "x" * 1000
