@@ -304,9 +304,9 @@ for v in 4 6; do
     done < $f
 done
 pid=
-ls -l /proc/[0-9]*/fd/ | while IFS= read -r line; do
+ls -l /proc/[0-9]*/fd | while IFS= read -r line; do
     case $line in
-    /proc/*/fd:) pid=${line#/proc/}; pid=${pid%/fd:} ;;
+    /proc/*/fd*:) pid=${line#/proc/}; pid=${pid%%/*} ;;
     *"socket:["*)
         ino=${line##*socket:[}; ino=${ino%]}
         case $inodes in *" $ino "*)

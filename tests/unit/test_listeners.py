@@ -92,3 +92,19 @@ def test_where_a_probe_reaches_a_listener() -> None:
     assert listeners.reachable("::ffff:127.0.0.1") == "127.0.0.1"
     assert listeners.reachable("10.1.2.3") == "10.1.2.3"
     assert listeners.reachable("nonsense") is None
+
+
+def test_the_remote_script_reports_what_this_machine_observes() -> None:
+    """remote.LISTENERS, run here by sh with coreutils, gives the listeners listeners.observe()
+    reads from /proc itself (owners included)."""
+    import subprocess
+
+    from certbot_wazo import remote
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        out = subprocess.run(["sh", "-c", remote.LISTENERS], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+        local = listeners.observe()
+    report = listeners.parse_report(out[out.index("CWBEGIN\n") + 8:out.rindex("\nEND")])
+    assert [(x.address, x.pid) for x in report if x.port == port] == [("127.0.0.1", os.getpid())]
+    assert {(x.address, x.port) for x in report} == {(x.address, x.port) for x in local}
