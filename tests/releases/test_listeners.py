@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from cryptography import x509
@@ -38,6 +39,20 @@ def _cli(host: SandboxHost, bundle: Path, *args: str) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=300, env=env, check=False)
 
 
+def _migrate_then_renew(host: SandboxHost, ca: CA, bundle: Path,
+                        tmp_path: Path) -> Iterator[str]:
+    """The migration, then a certificate-only renewal: each must leave every endpoint of the
+    host serving its pair; yields what each said."""
+    for step in ("first", "renewed"):
+        pair = ca.issue(tmp_path / step, names=[NAME])
+        result = _cli(host, bundle, "deploy", "--cert", str(pair[0]), "--key", str(pair[1]),
+                      "--probe-timeout", "30")
+        assert result.returncode == 0, result.stderr
+        for unit in host.endpoints:
+            assert host.served_cert(unit) == _leaf(pair[0]), (step, unit)
+        yield result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("host", ["18.03", "25.17"], indirect=True)
 def test_a_tls_daemon_the_corpus_does_not_know_is_restarted_probed_and_named(
         host: SandboxHost, ca: CA, tmp_path: Path) -> None:
@@ -46,17 +61,10 @@ def test_a_tls_daemon_the_corpus_does_not_know_is_restarted_probed_and_named(
     add_tls_daemon(host, EXTRA_UNIT, EXTRA_PORT)
     assert systemctl.start(host.root, EXTRA_UNIT) == 0
     bundle = ca.trust_bundle(tmp_path / "trust.pem")
-    for step in ("first", "renewed"):
-        pair = ca.issue(tmp_path / step, names=[NAME])
-        result = _cli(host, bundle, "deploy", "--cert", str(pair[0]), "--key", str(pair[1]),
-                      "--probe-timeout", "30")
-        assert result.returncode == 0, result.stderr
-        said = result.stdout + result.stderr
+    for said in _migrate_then_renew(host, ca, bundle, tmp_path):
         assert f"127.0.0.1:{EXTRA_PORT}: {EXTRA_UNIT} serves Wazo's certificate there" in said
         assert "1 found listening)" in said
         assert f"restart {EXTRA_UNIT}" in host.events()
-        for unit in host.endpoints:
-            assert host.served_cert(unit) == _leaf(pair[0]), (step, unit)
     status = _cli(host, bundle, "status", "--json")
     report = json.loads(status.stdout)
     observed = [e for e in report["endpoints"] if e["source"] == "observed"]
@@ -73,13 +81,7 @@ def test_the_same_host_gives_the_same_endpoints_every_run(host: SandboxHost, ca:
     release = json.loads((host.root / STATE_FILE).read_text())["release"]
     ports = {row["port"] for row in facts(release)["endpoints"]}
     bundle = ca.trust_bundle(tmp_path / "trust.pem")
-    for step in ("first", "renewed"):
-        pair = ca.issue(tmp_path / step, names=[NAME])
-        result = _cli(host, bundle, "deploy", "--cert", str(pair[0]), "--key", str(pair[1]),
-                      "--probe-timeout", "30")
-        assert result.returncode == 0, result.stderr
-        for unit in host.endpoints:
-            assert host.served_cert(unit) == _leaf(pair[0]), (step, unit)
+    list(_migrate_then_renew(host, ca, bundle, tmp_path))
     seen = []
     restarting = "xivo-websocketd" if release == "18.03" else "wazo-plugind"
     for run in range(10):
