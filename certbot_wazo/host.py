@@ -159,9 +159,9 @@ class Host:
             self._version, self._version_read = releases.read_version(self.path), True
             if self._version is None and self.cert_dirs():
                 self._warn(f"{self.path(releases.VERSION_FILES[0])}: no Wazo release could be "
-                           f"read (nor from {releases.VERSION_FILES[1]}); the listeners Wazo's "
-                           "daemons state only in their code are taken from every release "
-                           "certbot-wazo knows, and what listens is observed")
+                           f"read (nor from {releases.VERSION_FILES[1]}); listeners Wazo's "
+                           "daemons state only in their code are found by observing what listens "
+                           "and serves Wazo's certificate (restore the version file)")
         return self._version
 
     def family(self) -> Optional[releases.Family]:

@@ -135,12 +135,13 @@ CODE_DEFAULTS: dict[str, list[tuple[Version, Version, dict[str, Any]]]] = {
 
 
 def code_defaults(unit: str, version: Optional[Version]) -> dict[str, Any]:
-    """The code defaults of unit at a release that matter here (at an unknown release, those of
-    every release known)."""
+    """The code defaults of unit at a release that matter here (none at an unknown release: a
+    default of another release would name listeners and peers this host may not have, and
+    change its generation; what listens is observed instead)."""
     merged: dict[str, Any] = {}
-    for first, last, defaults in reversed(CODE_DEFAULTS.get(unit, [])):
-        # An unknown release: the defaults of every release known (the newest first wins), so
-        # that a listener only a daemon's code states is probed rather than silently dropped.
-        if version is None or first <= version <= last:
+    if version is None:  # what listens is observed instead (discovery.observe)
+        return merged
+    for first, last, defaults in CODE_DEFAULTS.get(unit, []):
+        if first <= version <= last:
             merged = deep_merge(merged, defaults)
     return merged

@@ -94,8 +94,10 @@ class FakePBX:
             leaf = self.installed_leaf()
             everything = list(argv[1:]) == ["restart", "all"]
             for port in self.served:
-                if port in self.extra and self.extra[port] not in argv[2:]:
-                    continue
+                if port in self.extra and self.extra[port] not in argv[2:] and not (
+                        everything and f" {self.extra[port]} " in
+                        Path(argv[0]).read_text().replace('"', " ")):
+                    continue  # restarted only by its name, or by `restart all` that lists it
                 if port not in self.broken and (everything or port not in self.stubborn):
                     self.served[port] = leaf
         return ""

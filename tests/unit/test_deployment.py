@@ -739,3 +739,20 @@ def test_a_daemon_outside_wazo_services_groups_is_restarted_by_its_unit(
     assert deployment(legacy).run(*pair) is True
     assert [c[1:] for c in legacy.restarts()] == [["restart", "all"],
                                                   ["restart", "xivo-websocketd"]]
+
+
+def test_without_a_version_file_a_code_default_listener_is_found_listening(
+        legacy: FakePBX, pair: tuple[Path, Path]) -> None:
+    """No version file: xivo-websocketd's listener, which only its code states, is not
+    guessed from another release (that would change the host's generation), it is observed:
+    restarted, probed, named; one warning says why."""
+    for wazo_path in ("usr/share/xivo/XIVO-VERSION", "usr/share/wazo/WAZO-VERSION"):
+        (legacy.root / wazo_path).unlink(missing_ok=True)
+    (legacy.root / "etc/xivo-websocketd/config.yml").write_text("{}\n")
+    del legacy.served[9502]
+    legacy.add_extra(9502, "xivo-websocketd")
+    said: list[str] = []
+    assert deployment(legacy, said).run(*pair) is True
+    assert legacy.serves(leaf(*pair))
+    assert sum("no Wazo release could be read" in m for m in said) == 1
+    assert any(m.startswith("127.0.0.1:9502: xivo-websocketd serves") for m in said)

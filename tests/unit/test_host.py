@@ -227,15 +227,3 @@ def test_special_files_in_conf_d_are_refused_unread(legacy_root: Path) -> None:
     assert Endpoint("127.0.0.1", 9497, "xivo-auth") in host.endpoints()
     assert any(w.startswith(f"{fifo}: not a regular file") for w in host.warnings)
 
-
-def test_without_a_version_file_code_default_listeners_stay_and_one_warning_says_why(
-        legacy_root: Path) -> None:
-    from certbot_wazo.releases import VERSION_FILES
-    for wazo_path in VERSION_FILES:
-        (legacy_root / wazo_path.lstrip("/")).unlink(missing_ok=True)
-    (legacy_root / "etc/xivo-websocketd/config.yml").write_text("{}\n")
-    host = Host(legacy_root)
-    assert host.version() is None
-    assert 9502 in {e.port for e in host.endpoints()}
-    said = [w for w in host.warnings if "no Wazo release could be read" in w]
-    assert len(said) == 1 and "\n" not in said[0]

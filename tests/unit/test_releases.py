@@ -150,7 +150,7 @@ def test_family_ranges_as_people_write_them() -> None:
 @pytest.mark.parametrize("unit, version, port", [
     ("xivo-websocketd", (16, 2), 9502), ("xivo-websocketd", (20, 8), 9502),
     ("xivo-websocketd", (16, 1), None), ("xivo-websocketd", (20, 9), None),
-    ("xivo-websocketd", None, 9502), ("nginx", (19, 17), None),
+    ("xivo-websocketd", None, None), ("nginx", (19, 17), None),
 ])
 def test_code_defaults_only_within_their_releases(unit: str, version: Any, port: Any) -> None:
     defaults = releases.code_defaults(unit, version)
@@ -161,16 +161,6 @@ def test_plugind_listener_moves_at_20_05() -> None:
     assert releases.code_defaults("wazo-plugind", (20, 4))["rest_api"]["https"]["port"] == 9503
     moved = releases.code_defaults("wazo-plugind", (20, 5))["rest_api"]
     assert moved["port"] == 9503 and "https" not in moved
-
-
-def test_an_unknown_release_takes_every_known_releases_code_default_listeners() -> None:
-    """No version file: a listener only a daemon's code states (wazo-plugind's 9503, wazo-
-    websocketd's 9502) is still probed, and the host says once why."""
-    from certbot_wazo import releases
-    assert releases.code_defaults("wazo-plugind", None)["rest_api"]["https"]["port"] == 9503 \
-        or releases.code_defaults("wazo-plugind", None)["rest_api"]["port"] == 9503
-    assert releases.code_defaults("xivo-websocketd", None)["websocket"]["port"] == 9502
-    assert releases.code_defaults("wazo-auth", None) == {}
 
 
 # Daemons of the metapackage's dependencies whose TLS the corpus reads from a section of its own
