@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -53,12 +54,16 @@ def join(group: Optional[Path]) -> None:
 
 
 def remove(root: Path) -> None:
-    """Remove the sandbox's groups (empty once its processes are gone), deepest first."""
+    """Remove the sandbox's groups once its processes are gone (a killed daemon may take a
+    moment to be reaped), and any empty group an earlier, killed run left: an empty group holds
+    nothing, and a running sandbox makes its own again at each start."""
     group = sandbox_group(root)
-    if group is None or not group.is_dir():
+    if group is None:
         return
-    for directory, _, _ in sorted(os.walk(group), key=lambda entry: -len(entry[0])):
-        with contextlib.suppress(OSError):
-            os.rmdir(directory)
-    with contextlib.suppress(OSError):  # the last sandbox out removes the top
-        os.rmdir(group.parent)
+    for _ in range(20):
+        for directory, _, _ in sorted(os.walk(group.parent), key=lambda entry: -len(entry[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+        if not group.exists():
+            return
+        time.sleep(0.1)
