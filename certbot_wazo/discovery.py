@@ -4,7 +4,6 @@ wazo-service's groups), each named by its systemd unit."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from typing import Collection, Sequence
 
@@ -27,11 +26,6 @@ class Observed:
     endpoint: Endpoint
     listener: Listener
     served: bytes
-
-    @property
-    def fingerprint(self) -> str:
-        """sha256 of the leaf it serves, hex."""
-        return hashlib.sha256(self.served).hexdigest()
 
 
 def _key(address: str, port: int) -> tuple[str, int]:

@@ -90,9 +90,10 @@ MAX_SCRIPT = 256 * 1024
 
 def wazo_service_units(host: Host) -> Optional[set[str]]:
     """The units `wazo-service restart all` (or xivo-service's) restarts, read from the host's
-    own script as data (its *_services variables, references expanded; nothing is run).
+    own script as data, once (its *_services variables, references expanded; nothing is run).
+    A script whose lists cannot be read gives every word it holds that could be a unit.
 
-    :returns: None when there is no such script, or its lists cannot be read
+    :returns: None when there is no such script
     """
     path = host.command("wazo-service", "xivo-service")
     if path is None:
@@ -107,12 +108,11 @@ def wazo_service_units(host: Host) -> Optional[set[str]]:
         match = _ASSIGNMENT.match(line)
         if match:
             variables[match.group(1)] = _REFERENCE.sub(
-                lambda ref: variables.get(ref.group(1), ""), match.group(2))
+                lambda ref, known=variables: known.get(ref.group(1), ""), match.group(2))
     lists = {name: value.split() for name, value in variables.items()
              if name.endswith("services") and value.split()}
-    if not lists:
-        return None
-    chosen = lists.get("all_services") or [unit for words in lists.values() for unit in words]
+    chosen = lists.get("all_services") or [unit for words in lists.values() for unit in words] \
+        or re.split(r"[^A-Za-z0-9_.@-]+", text)
     return {unit for unit in chosen if UNIT.match(unit)}
 
 
@@ -138,9 +138,7 @@ def restart_commands(host: Host, generation: str, directories: bool = False,
     units = _own_units(endpoints)
     if generation == LEGACY:
         commands = [[str(require(host, "wazo-service", "xivo-service")), "restart", "all"]]
-        covered = wazo_service_units(host)
-        if covered is None:  # the script's lists cannot be read: its text, word for word
-            covered = set(units) & _script_words(host)
+        covered = wazo_service_units(host) or set()
         left = [unit for unit in units if unit not in covered]
         if left:
             commands.append([str(require(host, "systemctl")), "restart", *left])
@@ -161,16 +159,6 @@ def restart_commands(host: Host, generation: str, directories: bool = False,
     if any(e.unit == "consul" for e in endpoints):  # consul 8501 (wazo-consul-config, < 22.17)
         commands.append([systemctl, "restart", "consul"])
     return commands
-
-
-def _script_words(host: Host) -> set[str]:
-    path = host.command("wazo-service", "xivo-service")
-    try:
-        with open(path, "rb") as stream:  # type: ignore[arg-type]
-            return set(re.split(r"[^A-Za-z0-9_.@-]+", stream.read(MAX_SCRIPT).decode("utf-8",
-                                                                                     "replace")))
-    except (OSError, TypeError):
-        return set()
 
 
 def gentle_commands(host: Host, endpoints: Sequence[Endpoint]) -> list[list[str]]:

@@ -302,3 +302,22 @@ def test_gentle_gives_up_without_systemctl(tmp_path: Path) -> None:
 def test_gentle_gives_up_when_asterisk_serves_but_its_command_is_missing(tmp_path: Path) -> None:
     install(tmp_path, "systemctl", "true")
     assert services.gentle_commands(Host(tmp_path), [ep("nginx"), ep("asterisk", 5040)]) == []
+
+
+@pytest.mark.parametrize(("script", "expected"), [
+    # upstream's form (wazo-platform/wazo-service, tag wazo-19.17, bin/wazo-service)
+    ('wazo_services="wazo-amid wazo-calld"\ndefault_services="wazo-auth $wazo_services"\n'
+     'all_services="nginx ${default_services}"\n',
+     {"nginx", "wazo-auth", "wazo-amid", "wazo-calld"}),
+    # no lists it can read: every word that could be a unit
+    ("#!/bin/sh\nfor s in wazo-auth wazo-amid; do systemctl $1 $s; done\n",
+     {"wazo-auth", "wazo-amid"}),
+])
+def test_wazo_services_lists_are_read_as_data(tmp_path: Path, script: str,
+                                              expected: set[str]) -> None:
+    path = tmp_path / "usr/bin/wazo-service"
+    path.parent.mkdir(parents=True)
+    path.write_text(script)
+    path.chmod(0o755)
+    assert expected <= (services.wazo_service_units(Host(tmp_path)) or set())
+    assert "$wazo_services" not in (services.wazo_service_units(Host(tmp_path)) or set())
