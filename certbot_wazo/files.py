@@ -101,6 +101,19 @@ def _refuse_symlinked_ancestors(path: Path) -> None:
 # The files certbot-wazo manages are a few KiB; anything this large is not one of them.
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
+# Symlinks a remote host's mirror keeps confined under it (remote.py): path -> (the target on
+# this machine's disk, the target as the host wrote it). read_state gives the host's text, so
+# that records and comparisons see what the host holds.
+_HOST_TEXT: dict[str, tuple[str, str]] = {}
+
+
+def keep_host_text(path: Path, on_disk: str, on_host: str) -> None:
+    """Remember that the symlink path, written as on_disk here, holds on_host on its host."""
+    if on_disk == on_host:
+        _HOST_TEXT.pop(str(path), None)
+    else:
+        _HOST_TEXT[str(path)] = (on_disk, on_host)
+
 
 def read_state(path: Path) -> FileState:
     """Read what a path holds, without following a final symlink.
@@ -114,7 +127,9 @@ def read_state(path: Path) -> FileState:
     except NotADirectoryError:
         raise HostError(f"{path.parent}: is a file, not a directory (move it away)") from None
     if stat.S_ISLNK(st.st_mode):
-        return FileState.link(os.readlink(path))
+        target = os.readlink(path)
+        kept = _HOST_TEXT.get(str(path))
+        return FileState.link(kept[1] if kept is not None and kept[0] == target else target)
     if stat.S_ISDIR(st.st_mode):
         return FileState.directory(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
     if not stat.S_ISREG(st.st_mode):

@@ -22,6 +22,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import posixpath
 import secrets
 import shlex
 import shutil
@@ -524,16 +525,11 @@ class SshAccess:
         for directory, dirs, names in os.walk(root):
             for name in dirs + names:
                 path = Path(directory) / name
-                if path.is_symlink():
-                    target = os.readlink(path)
-                    joined = os.path.normpath(target.lstrip("/") if target.startswith("/")
-                                              else os.path.join(directory, target))
-                    if not os.path.isabs(joined):
-                        found.append(joined)
-                    else:
-                        with contextlib.suppress(ValueError):
-                            found.append(str(Path(joined).relative_to(root)))
-        return [f for f in found if f and not f.startswith("..")]
+                if path.is_symlink():  # confined: relative, and under the root
+                    joined = os.path.normpath(os.path.join(directory, os.readlink(path)))
+                    with contextlib.suppress(ValueError):
+                        found.append(str(Path(joined).relative_to(root)))
+        return [f for f in found if f not in ("", ".")]
 
     def _nginx_files(self) -> list[str]:
         """The certificates nginx names (a certbot --nginx lineage, say), relative to the root."""
@@ -605,7 +601,12 @@ class SshAccess:
                 self._change("mkdir", rel, f"{state.mode:o}", str(state.uid), str(state.gid))
             elif state.kind == ABSENT:
                 self._change("remove", rel)
-        self._mirror.apply_state(path, state)
+        if state.kind == LINK:  # kept confined under the mirror, as every link the host has
+            on_disk = confined(self.local_root(self.root), path, state.target)
+            self._mirror.apply_state(path, FileState.link(on_disk))
+            files.keep_host_text(path, on_disk, state.target)
+        else:
+            self._mirror.apply_state(path, state)
 
     def rename(self, source: Path, target: Path) -> None:
         """mv -T on the host, then on the mirror."""
@@ -867,7 +868,7 @@ def _mirror_one(root: Path, line: str) -> None:
             raise HostError(f"{path}: described both as a directory and as a link by the host")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        os.symlink(target, path)
+        _confined_link(root, path, target)
     else:
         data = base64.b64decode(words[6], validate=True) if kind == "F" and len(words) > 6 \
             else b""
@@ -877,6 +878,25 @@ def _mirror_one(root: Path, line: str) -> None:
         files.apply_state(path, FileState.file(data, mode & 0o777, uid, gid))
         if mtime:  # when it was last written (status: the last deployment's time)
             os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+def confined(root: Path, link: Path, target: str) -> str:
+    """A host's symlink target as the mirror writes it: resolved as the host resolves it with
+    its root as `/` (an absolute target names a path under the root; `..` stops at the root),
+    then written relative to the link. Every `..` of it comes first and climbs only real
+    directories of the mirror, and every link it crosses is written the same way, so following
+    it on this machine never leaves the mirror, whatever the host wrote."""
+    above = link.parent.relative_to(root).as_posix()
+    where = "/" if above == "." else "/" + above
+    inside = "/" + posixpath.normpath(posixpath.join(where, target)).lstrip("/")
+    return os.path.relpath(root / inside.lstrip("/"), link.parent)
+
+
+def _confined_link(root: Path, link: Path, target: str) -> None:
+    """Create the symlink link in the mirror, confined (read_state still gives target)."""
+    on_disk = confined(root, link, target)
+    os.symlink(on_disk, link)
+    files.keep_host_text(link, on_disk, target)
 
 
 def _last_line(text: str) -> str:

@@ -174,6 +174,43 @@ def test_a_hostile_host_never_shapes_the_controllers_files(tmp_path: Path) -> No
     assert [p for p in mirror.rglob("*") if p.is_fifo()] == []
 
 
+def test_a_hosts_symlinks_never_lead_the_controller_out_of_the_mirror(tmp_path: Path) -> None:
+    """Absolute targets, `..` past the root and `..` after a link: whatever the host wrote,
+    following a mirrored link on the controller stays in the mirror (an absolute target names
+    a path under the host's root, as on the host), and read_state still gives the host's text
+    (what the undo log records and puts back)."""
+    import os
+
+    from certbot_wazo import remote
+    from certbot_wazo.files import read_state
+    mirror, controller = tmp_path / "mirror", tmp_path / "controller"
+    mirror.mkdir(mode=0o700)
+    controller.mkdir(mode=0o700)
+    (controller / "privkey.pem").write_text("another customer's key\n")
+    climb = "../" * (len(controller.parts) + 3)
+    links = {
+        "etc/xivo/abs": str(controller / "privkey.pem"),
+        "etc/xivo/rel": climb + str(controller / "privkey.pem").lstrip("/"),
+        "etc/xivo/chain": "b/c",
+        "etc/xivo/after": "chain/../../../../.." + str(controller),
+        "etc/xivo/custom-link": "/etc/xivo/custom/custom-certificate.yml",
+    }
+    lines = [_line("D", "etc/xivo/b/c"), _line("F", "etc/xivo/custom/custom-certificate.yml",
+                                                 b"enabled: true\n")]
+    lines += [_line("L", path, target.encode()) for path, target in links.items()]
+    for line in lines:
+        assert remote._mirror_entry(mirror, line)
+    for path, target in links.items():
+        link = mirror / path
+        assert read_state(link).target == target  # the host's own text
+        real = os.path.realpath(link)
+        assert real == str(mirror) or real.startswith(str(mirror) + "/"), (path, real)
+        if link.is_file():
+            assert "another customer" not in link.read_text()
+    # an absolute target is a path under the host's root, as the host itself follows it
+    assert (mirror / "etc/xivo/custom-link").read_text() == "enabled: true\n"
+
+
 def test_a_host_that_streams_bytes_is_cut_off_at_the_bound() -> None:
     import time
 
