@@ -31,6 +31,7 @@ from certbot_wazo.errors import (
     SignalledError,
 )
 from certbot_wazo.files import FileState
+from certbot_wazo.ledger import Ledger
 from certbot_wazo.listeners import Listener
 
 # What is kept of a command's output (for the error line and logs).
@@ -43,6 +44,10 @@ Notify = Callable[[str], None]
 
 class Access(Protocol):
     """The verbs the transaction uses to change a host (paths are under the host's root)."""
+
+    # What this machine itself recorded about the host, when the host is another machine
+    # whose own records must not choose this machine's files (remote mode); else None.
+    ledger: Optional[Ledger]
 
     def local_root(self, root: Path) -> Path:
         """Where this machine reads the files of the host's root."""
@@ -111,6 +116,8 @@ class Access(Protocol):
 
 class LocalAccess:
     """This machine's own files, commands and sockets."""
+
+    ledger: Optional[Ledger] = None  # the host is this machine: its records are its own
 
     def local_root(self, root: Path) -> Path:
         """The root itself."""

@@ -434,7 +434,7 @@ def _retry_settings(deployment: Deployment, args: argparse.Namespace) -> Setting
 
     :raises WazoError: the remembered deployment cannot be read
     """
-    record = deployment.journal.failure()
+    record = deployment.failure_to_retry()
     saved = record.settings if record is not None else SavedSettings()
     try:
         return options.settings(

@@ -165,6 +165,7 @@ class Deployment:
         self._lock: Optional[ContextManager[None]] = None
         self._depth = 0  # how many public entry points are running (they call each other)
         self._source: tuple[Path, Path, bool] = (Path(), Path(), False)
+        self._names: list[str] = []  # the DNS names of the pair being deployed
         self._root_option = f"{settings.option_prefix}root"
 
     # -- the lock -----------------------------------------------------------------------------
@@ -227,13 +228,39 @@ class Deployment:
         :raises WazoError: it failed again (it stays remembered)
         """
         self.recover_if_idle()
-        record = self.journal.failure()
+        record = self.failure_to_retry()
         if record is None:
             self.notify("No failed deployment to retry")
             return None
         self.notify(f"Retrying the deployment of {record.cert} that failed at "
                     f"{record.failed_at}: {record.error}")
         return self.run(Path(record.cert), Path(record.key), remember=True)
+
+    def failure_to_retry(self) -> Optional[Failure]:
+        """The failed deployment to retry: the host's record, or in remote mode this machine's
+        ledger (a host's record never names a file of this machine: one that disagrees is
+        refused).
+
+        :raises HostError: the host's record names another pair than the ledger
+        :raises RecordError: a record is damaged
+        """
+        ledger = self.access.ledger
+        if ledger is None:
+            return self.journal.failure()
+        entry = ledger.trusted()
+        mine = entry.failure if entry is not None else None
+        try:
+            theirs = self.journal.failure()
+        except RecordError:
+            theirs = None  # the host's damaged record chooses nothing either
+        if theirs is not None and (mine is None or (theirs.cert, theirs.key)
+                                   != (mine.cert, mine.key)):
+            raise HostError(f"{self.journal.failure_path}: names {theirs.cert}, a pair this "
+                            f"controller did not record as failed on {ledger.destination} "
+                            f"({ledger.path}); a host's record never chooses this machine's "
+                            "files (deploy the pair again: certbot-wazo deploy --ssh "
+                            f"{ledger.destination} --cert … --key …)")
+        return mine
 
     def install(self, cert: Path, key: Path, remember: bool = False) -> bool:
         """Validate, stage, install, configure and probe before any restart.
@@ -261,6 +288,7 @@ class Deployment:
 
     def _install(self, cert: Path, key: Path) -> bool:
         pair = Pair.load(cert, key)                                      # validate
+        self._names = list(pair.names)
         pair.check_order()
         hostname = self.settings.hostname or self._default_name(pair)
         pair.check(hostname)
@@ -942,14 +970,24 @@ class Deployment:
                                  force_profile=self.settings.force_profile,
                                  probes=[str(e) for e in self.settings.probes],
                                  probe_timeout=self.settings.probe_timeout)
+        failure = Failure(cert=str(cert.absolute()), key=str(key.absolute()), error=str(error),
+                          failed_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), settings=settings)
         try:
-            self.journal.record_failure(Failure(
-                cert=str(cert.absolute()), key=str(key.absolute()), error=str(error),
-                failed_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), settings=settings))
+            if self.access.ledger is not None:  # what a retry from here will trust
+                self.access.ledger.failed(failure, self._names)
+            self.journal.record_failure(failure)
         except (WazoError, OSError) as exc:
             logger.warning("Could not remember the failed deployment: %s", exc)
 
     def _forget_failure(self) -> None:
+        """The pair being deployed is in place: no failure to retry, and (remote) the ledger
+        associates it and its names with the host."""
+        cert, key, _ = self._source
+        if self.access.ledger is not None and self._names:
+            try:
+                self.access.ledger.deployed(cert, key, self._names)
+            except WazoError as exc:
+                logger.warning("%s", exc)
         try:
             record = self.journal.failure()
         except RecordError:

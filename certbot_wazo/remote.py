@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
-from certbot_wazo import failpoints, files
+from certbot_wazo import failpoints, files, ledger
 from certbot_wazo.access import LocalAccess, Notify, spawn
 from certbot_wazo.errors import (
     CommandError,
@@ -46,6 +46,7 @@ from certbot_wazo.errors import (
     OutputLimitError,
 )
 from certbot_wazo.files import ABSENT, DIR, FILE, LINK, FileState
+from certbot_wazo.ledger import Ledger
 from certbot_wazo.listeners import Listener, parse_report
 
 if TYPE_CHECKING:  # deployment imports this module when a run is remote
@@ -351,6 +352,7 @@ class SshAccess:
         self._forwards: list[subprocess.Popen[bytes]] = []
         self._closed = False
         self._mirror = LocalAccess()
+        self.ledger: Optional[Ledger] = None  # once connected: the host key is known then
         atexit.register(self.close)
         failpoints.on_drop(self.drop)
 
@@ -368,6 +370,8 @@ class SshAccess:
                      float(getattr(settings, "command_timeout", 300.0)))
         try:
             access.connect_master()
+            access.ledger = Ledger(ledger.default_dir(), access.destination, access.root,
+                                   access.host_key())
             access.fetch()
         except BaseException:
             access.close()
@@ -424,8 +428,8 @@ class SshAccess:
         """
         log = self._dir / "master.log"
         with open(log, "wb") as stream:
-            self._master = subprocess.Popen(
-                self._ssh("-M", "-N", "-o", "ControlPersist=no", "-o", "ServerAliveInterval=10",
+            self._master = subprocess.Popen(  # -v: the host key ssh verified, in the log
+                self._ssh("-M", "-N", "-v", "-o", "ControlPersist=no", "-o", "ServerAliveInterval=10",
                           "-o", "ServerAliveCountMax=3", self.destination),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stream,
                 preexec_fn=_die_with_parent, start_new_session=True)
@@ -440,10 +444,24 @@ class SshAccess:
                              self._control)
                 return
             time.sleep(0.05)
-        reason = _last_line(log.read_text(errors="replace")) or "no answer within 60 s"
+        reason = _last_line(_not_debug(log.read_text(errors="replace"))) or \
+            "no answer within 60 s"
         raise HostError(f"{self.destination}: cannot connect over SSH ({reason}) (check that "
                         f"'ssh {self.destination} true' works as this user, host key "
                         "included)")
+
+    def host_key(self) -> str:
+        """The host key ssh verified when it connected ("ED25519 SHA256:…"), "" if unknown."""
+        try:
+            with open(self._dir / "master.log", "rb") as log:
+                head = log.read(256 * 1024).decode(errors="replace")
+        except OSError:
+            return ""
+        for line in head.splitlines():
+            if line.startswith("debug1: Server host key: "):
+                words = line.split()
+                return " ".join(words[4:6]) if len(words) >= 6 else ""
+        return ""
 
     def _exec(self, script: str, args: Sequence[str], stdin: Optional[bytes] = None,
               timeout: float = 60.0, limit: int = 1024 * 1024) -> str:
@@ -897,6 +915,11 @@ def _confined_link(root: Path, link: Path, target: str) -> None:
     on_disk = confined(root, link, target)
     os.symlink(on_disk, link)
     files.keep_host_text(link, on_disk, target)
+
+
+def _not_debug(text: str) -> str:
+    """ssh's messages without its -v lines."""
+    return "\n".join(line for line in text.splitlines() if not line.startswith("debug"))
 
 
 def _last_line(text: str) -> str:

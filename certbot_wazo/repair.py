@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certbot_wazo import status
 from certbot_wazo.deployment import Deployment
 from certbot_wazo.errors import HostError, WazoError
-from certbot_wazo.pair import load_chain, read_regular
+from certbot_wazo.ledger import Ledger
+from certbot_wazo.pair import dns_names, load_chain, read_regular
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +27,13 @@ def _leaf(path: Path) -> bytes:
 
 def source(deployment: Deployment, config_dir: Path) -> tuple[Path, Path]:
     """The pair to put back: the certbot lineage that holds the last deployed certificate
-    (in its current version: a renewal since then is deployed too).
+    (in its current version: a renewal since then is deployed too). In remote mode, the pair
+    this machine's ledger recorded for the host, never one the host's records point to.
 
     :raises HostError: nothing was ever deployed, or no lineage holds what was
     """
+    if deployment.access.ledger is not None:
+        return _recorded(deployment.access.ledger)
     try:
         deployed = deployment.journal.last_deployment().new_leaf
     except WazoError:
@@ -72,3 +76,27 @@ def repair(deployment: Deployment, config_dir: Path) -> Optional[status.Report]:
     for problem in after.problems:
         logger.warning("still: %s", problem)
     return after
+
+
+def _recorded(ledger: Ledger) -> tuple[Path, Path]:
+    """The pair the ledger recorded for this host, while it still holds one of its names.
+
+    :raises HostError: none recorded, or its certificate no longer names the host
+    """
+    entry = ledger.trusted()
+    if entry is None or not entry.cert:
+        raise HostError(f"{ledger.destination}: this controller never deployed a certificate "
+                        f"there ({ledger.path}); a host's records never choose this machine's "
+                        f"files (deploy first: certbot-wazo deploy --ssh {ledger.destination} "
+                        "--lineage …)")
+    cert, key = Path(entry.cert), Path(entry.key)
+    try:
+        leaf = load_chain(read_regular(cert), cert)[0]
+    except (IndexError, WazoError) as exc:
+        raise HostError(f"{cert}: the pair this controller deployed to {ledger.destination} "
+                        f"cannot be read ({exc}; deploy it again)") from None
+    if not set(dns_names(leaf)) & set(entry.names):
+        raise HostError(f"{cert}: names none of {', '.join(entry.names)}, the names this "
+                        f"controller deployed to {ledger.destination} (deploy the right pair "
+                        "there: certbot-wazo deploy --ssh … --lineage …)")
+    return cert, key

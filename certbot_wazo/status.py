@@ -118,7 +118,7 @@ def check(deployment: Deployment, config_dir: Path,
     _check_nginx_foreign(host, pair, report)
     _check_configuration(deployment, pair, report)
     _check_directories(host, pair, report)
-    _check_lineage(config_dir, report, pair)
+    _check_lineage(_lineages(deployment, config_dir), report, pair)
     report.warnings = list(host.warnings)
     try:
         failure = deployment.journal.failure()
@@ -348,10 +348,25 @@ def _check_configuration(deployment: Deployment, pair: Pair, report: Report) -> 
                                "127.0.0.1 (certbot-wazo deploy fixes the hosts template)")
 
 
-def _check_lineage(config_dir: Path, report: Report, pair: Pair) -> None:
-    live = config_dir / "live"
+def _lineages(deployment: Deployment, config_dir: Path) -> list[Path]:
+    """The certbot lineages that may hold the host's certificate: every one here, or in remote
+    mode only the one this machine's ledger recorded for the host (a host claiming another
+    customer's name gets no hint of that customer's lineage)."""
+    ledger = deployment.access.ledger
+    if ledger is None:
+        live = config_dir / "live"
+        return sorted(live.iterdir()) if live.is_dir() else []
+    try:
+        entry = ledger.trusted()
+    except WazoError as exc:
+        logger.warning("%s", exc)
+        return []
+    return [Path(entry.cert).parent] if entry is not None and entry.cert else []
+
+
+def _check_lineage(lineages: list[Path], report: Report, pair: Pair) -> None:
     newest: Optional[tuple[datetime.datetime, Path, Any]] = None
-    for lineage in sorted(live.iterdir()) if live.is_dir() else []:
+    for lineage in lineages:
         fullchain = lineage / "fullchain.pem"
         try:
             leaf = load_chain(read_regular(fullchain), fullchain)[0]

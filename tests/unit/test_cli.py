@@ -144,6 +144,9 @@ class FakeDeployment:
     def retry(self) -> object:
         return self._call("retry")
 
+    def failure_to_retry(self) -> object:
+        return self.journal.failure()
+
     def recover_if_idle(self, boot: bool = False) -> object:
         return self._call("recover_if_idle", boot=boot)
 
