@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Protocol, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Protocol, Sequence
 
 from certbot_wazo import files, listeners
 from certbot_wazo.errors import (
@@ -85,8 +85,9 @@ class Access(Protocol):
         :raises LockBusyError: still held after timeout
         """
 
-    def run(self, argv: Sequence[str], timeout: float) -> str:
-        """Run a command of the host (no shell) that survives certbot-wazo's interruption.
+    def run(self, argv: Sequence[str], timeout: float, secret: Optional[Secret] = None) -> str:
+        """Run a command of the host (no shell) that survives certbot-wazo's interruption;
+        secret, when given, is handed over in a private file (never in argv).
 
         :raises CommandError: it failed, could not start or timed out
         """
@@ -197,9 +198,9 @@ class LocalAccess:
             return False
         return True
 
-    def run(self, argv: Sequence[str], timeout: float) -> str:
+    def run(self, argv: Sequence[str], timeout: float, secret: Optional[Secret] = None) -> str:
         """run()."""
-        return run(argv, timeout)
+        return run(argv, timeout, secret)
 
     def touch(self, path: Path) -> None:
         """os.utime, unless path is a symlink or missing."""
@@ -269,7 +270,16 @@ def _holder(path: Path) -> str:
     return f" (pid {pid})" if pid else ""
 
 
-def run(argv: Sequence[str], timeout: float) -> str:
+class Secret(NamedTuple):
+    """What a command must read but nobody else may see (a password): written to a file only
+    its owner can read, named by an environment variable of the command (PGPASSFILE), and
+    removed when the command ends; never in argv, which every user of the host can read."""
+
+    variable: str
+    data: bytes
+
+
+def run(argv: Sequence[str], timeout: float, secret: Optional[Secret] = None) -> str:
     """Run a command (no shell) in its own session, its output in a file: it never depends on
     certbot-wazo staying alive (no pipe to break, no signal of our terminal). When certbot-wazo
     is interrupted meanwhile, the command is left to finish what it started (a restart stopped
@@ -279,7 +289,17 @@ def run(argv: Sequence[str], timeout: float) -> str:
     :returns: what it printed (standard output and error)
     :raises CommandError: it failed, could not start or timed out
     """
-    returncode, text = spawn(argv, timeout)
+    if secret is None:
+        returncode, text = spawn(argv, timeout)
+    else:
+        fd, name = tempfile.mkstemp(prefix="cw-secret-")  # 0600 from the first instant
+        try:
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(secret.data)
+            returncode, text = spawn(argv, timeout, env={**os.environ, secret.variable: name})
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
     if returncode != 0:
         lines = text.strip().splitlines()
         reason = lines[-1] if lines else "no message"
@@ -291,7 +311,8 @@ def run(argv: Sequence[str], timeout: float) -> str:
 
 def spawn(argv: Sequence[str], timeout: float, stdin: Optional[bytes] = None,
           log: bool = True, limit: Optional[int] = None,
-          stop_at_limit: bool = False) -> tuple[int, str]:
+          stop_at_limit: bool = False,
+          env: Optional[dict[str, str]] = None) -> tuple[int, str]:
     """run() without judging the exit status; stdin, when given, is fed from a file.
 
     What the command prints is read as it comes and never kept beyond limit, so it can fill
@@ -311,7 +332,7 @@ def spawn(argv: Sequence[str], timeout: float, stdin: Optional[bytes] = None,
         try:
             proc = subprocess.Popen(list(argv), stdin=feed if stdin is not None
                                     else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True, env=env)
         except OSError as exc:
             logger.debug("could not run %s: %s", " ".join(argv), exc)
             raise CommandError(f"{argv[0]}: cannot be run ({exc.strerror}; reinstall it)") \

@@ -27,8 +27,9 @@ import hashlib
 import json
 import logging
 from typing import Any, Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+from certbot_wazo.access import Secret
 from certbot_wazo.errors import CommandError, HostError
 from certbot_wazo.host import Host
 from certbot_wazo.records import ROW_COLUMNS
@@ -346,13 +347,28 @@ def _db_uri(host: Host) -> Optional[str]:
 
 def _query(host: Host, psql: list[str], uri: str, sql: str, timeout: float,
            what: str = "read") -> str:
+    bare, secret = _without_password(uri)
     try:
         return host.access.run([*psql, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-v",
                                 "VERBOSITY=terse", "-d",
-                                uri, "-c", sql], timeout)
+                                bare, "-c", sql], timeout, secret)
     except CommandError as exc:
         message = str(exc).replace(uri, _redacted(uri)).replace(sql, "SQL")
         raise HostError(f"the asterisk database cannot be {what} ({message})") from None
+
+
+def _without_password(uri: str) -> tuple[str, Optional[Secret]]:
+    """The URI without its password, and the password as the password file libpq reads
+    (PGPASSFILE: one `*:*:*:*:password` line, `:` and `\\` escaped): psql's argv is readable by
+    every user of the host, and ssh's by every user of the controller."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri, None
+    userinfo, _, address = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    password = unquote(parts.password).replace("\\", "\\\\").replace(":", "\\:")
+    bare = urlunsplit(parts._replace(netloc=f"{user}@{address}" if user else address))
+    return bare, Secret("PGPASSFILE", f"*:*:*:*:{password}\n".encode())
 
 
 def _redacted(uri: str) -> str:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 from certbot_wazo import failpoints, files, ledger
-from certbot_wazo.access import LocalAccess, Notify, spawn
+from certbot_wazo.access import LocalAccess, Notify, Secret, spawn
 from certbot_wazo.errors import (
     CommandError,
     ConnectionLostError,
@@ -213,9 +213,16 @@ esac
 # that takes over after a drop waits for it. Prints "RC n" then its output.
 RUN = r"""
 cd -- "$1" 2>/dev/null || { echo "CWRC 125"; exit 0; }
-lock=$2 holder=$3 limit=$4; shift 4
+lock=$2 holder=$3 limit=$4 secret=$5; shift 5
 out=$(mktemp) || { echo "CWRC 125"; exit 0; }
-nohup timeout -k 10 "$limit" "$@" > "$out" 2>&1 < /dev/null &
+if [ "$secret" = - ]; then
+    nohup timeout -k 10 "$limit" "$@" > "$out" 2>&1 < /dev/null &
+else  # the secret from stdin into a file only root reads, removed when the command ends
+    file=$(mktemp) && chmod 600 -- "$file" && cat > "$file" ||
+        { rm -f -- "$out" "$file"; echo "CWRC 125"; exit 0; }
+    nohup sh -c 'v=$1 f=$2 l=$3; shift 3; export "$v=$f"; timeout -k 10 "$l" "$@"; rc=$?
+        rm -f -- "$f"; exit $rc' sh "$secret" "$file" "$limit" "$@" > "$out" 2>&1 < /dev/null &
+fi
 pid=$!
 mine=
 if [ "$holder" != - ] && read -r opid ostart owho < "$lock/owner" 2>/dev/null &&
@@ -672,16 +679,18 @@ class SshAccess:
         self._change("touch", self._remote(path))
 
     # -- commands -----------------------------------------------------------------------------
-    def run(self, argv: Sequence[str], timeout: float) -> str:
+    def run(self, argv: Sequence[str], timeout: float, secret: Optional[Secret] = None) -> str:
         """Run a command of the host (paths of the mirror become the host's), immune to a
         dropped connection; then read the host's /etc/hosts again (xivo-update-config renders
-        it).
+        it). A secret travels on the session's standard input, never on a command line.
 
         :raises CommandError: it failed, could not start or timed out
         """
         remote = self.host_argv(argv)
         output = self._exec(RUN, [str(self.root), f"{self.root}/{STATE}/lock.d",
-                                  self._me or "-", f"{timeout:g}", *remote],
+                                  self._me or "-", f"{timeout:g}",
+                                  secret.variable if secret is not None else "-", *remote],
+                            stdin=secret.data if secret is not None else None,
                             timeout=timeout + 15)
         # after what the account's login scripts may print: the tagged status line
         marker = output.find("CWRC ")

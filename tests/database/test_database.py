@@ -187,3 +187,47 @@ def test_stopped_on_failure_with_no_process_left() -> None:
 def test_releases_the_notes_do_not_cover_are_refused(release: str) -> None:
     with pytest.raises(ValueError, match="no asterisk schema"):
         family(release)
+
+
+def test_a_password_in_the_db_uri_reaches_psql_in_its_password_file(postgres: Postgres) -> None:
+    """A role that must give its password (scram over the socket): certbot-wazo's query gets
+    in with the db_uri's password, from the password file (':' and '\\' in it), is refused
+    with a wrong one, and the password is never on psql's command line."""
+    from types import SimpleNamespace
+    from urllib.parse import quote as percent
+
+    from certbot_wazo import directories
+    from certbot_wazo.access import LocalAccess
+    from certbot_wazo.errors import HostError
+    from tests.sandbox.database import PORT
+    password = "p:a\\ss w0rd"
+    postgres.psql(f"DROP ROLE IF EXISTS cwpass; CREATE ROLE cwpass LOGIN PASSWORD "
+                  f"{quote(password)}", database="postgres")
+    hba = postgres.data / "pg_hba.conf"
+    original = hba.read_text()
+    hba.write_text("local all cwpass scram-sha-256\n" + original)
+    postgres.psql("SELECT pg_reload_conf()", database="postgres")
+    argvs: list[list[str]] = []
+
+    class Recording(LocalAccess):
+        def run(self, argv, timeout, secret=None):  # type: ignore[no-untyped-def]
+            argvs.append(list(argv))
+            return super().run(argv, timeout, secret)
+
+    host = SimpleNamespace(access=Recording())
+    try:
+        for given, works in ((password, True), ("wrong", False)):
+            uri = (f"postgresql://cwpass:{percent(given, safe='')}@/postgres"
+                   f"?host={postgres.socket_dir}&port={PORT}")
+            if works:
+                assert directories._query(host, ["/usr/bin/psql"], uri,  # type: ignore[arg-type]
+                                          "SELECT current_user", 30).strip() == "cwpass"
+            else:
+                with pytest.raises(HostError, match="cannot be read .* exited with status 2"):
+                    directories._query(host, ["/usr/bin/psql"], uri,  # type: ignore[arg-type]
+                                       "SELECT current_user", 30)
+    finally:
+        hba.write_text(original)
+        postgres.psql("SELECT pg_reload_conf(); DROP ROLE cwpass", database="postgres")
+    assert len(argvs) == 2
+    assert not any("w0rd" in a or "wrong" in a for argv in argvs for a in argv)

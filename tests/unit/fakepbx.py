@@ -74,7 +74,7 @@ class FakePBX:
         return x509.load_pem_x509_certificate(crt.read_bytes()).public_bytes(Encoding.DER)
 
     # -- the seams ----------------------------------------------------------------------------
-    def run(self, argv: Sequence[str], timeout: float) -> str:
+    def run(self, argv: Sequence[str], timeout: float, secret: object = None) -> str:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise TypeError(f"run: timeout {timeout!r}")  # the real one would never end
         self.commands.append(list(argv))

@@ -47,3 +47,20 @@ def test_the_local_lock_is_taken_once_the_remote_run_ends(tmp_path: Path) -> Non
             assert not owner.exists()
     finally:
         timer.cancel()
+
+
+def test_a_secret_reaches_the_command_in_a_private_file_never_in_argv() -> None:
+    """The file is 0600, named by the variable, gone when the command ends; the same with the
+    remote RUN script, run here by sh (its secret comes on standard input)."""
+    import subprocess
+
+    from certbot_wazo import access, remote
+    show = ["sh", "-c", 'stat -c "%a" "$PGPASSFILE"; cat "$PGPASSFILE"; echo "$PGPASSFILE"']
+    out = access.run(show, 10, access.Secret("PGPASSFILE", b"*:*:*:*:s3cret\n")).splitlines()
+    assert out[:2] == ["600", "*:*:*:*:s3cret"] and not os.path.exists(out[2])
+    done = subprocess.run(["sh", "-c", remote.RUN, "sh", "/", "/nonexistent", "-", "10",
+                           "PGPASSFILE", *show], input=b"*:*:*:*:s3cret\n",
+                          capture_output=True, check=True)
+    lines = done.stdout.decode().splitlines()
+    assert lines[:3] == ["CWRC 0", "600", "*:*:*:*:s3cret"] and not os.path.exists(lines[3])
+    assert "s3cret" not in " ".join(show)

@@ -2,9 +2,12 @@
 model stores them (tests/data/upstream-notes/directories.yml: test_schema, caveats)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 
 from certbot_wazo import directories
+from certbot_wazo.access import Secret
 from certbot_wazo.directories import Part
 
 NAME = "wazo.example.com"
@@ -104,8 +107,10 @@ class Recorder:
         return {"wazo-dird": {"db_uri": "postgresql://asterisk:pw@localhost/asterisk"
                                         "?application_name=wazo-dird"}}
 
-    def run(self, argv: list[str], timeout: float) -> str:
-        assert argv[argv.index("-d") + 1] == "postgresql://asterisk:pw@localhost/asterisk"
+    def run(self, argv: list[str], timeout: float, secret: Optional[Secret] = None) -> str:
+        # the password never in argv: in the password file psql is given
+        assert argv[argv.index("-d") + 1] == "postgresql://asterisk@localhost/asterisk"
+        assert secret == Secret("PGPASSFILE", b"*:*:*:*:pw\n")
         self.sql.append(argv[-1])
         return ""
 
@@ -128,3 +133,13 @@ def test_an_undo_leaves_a_later_edit_alone() -> None:
     change = directories.Change("directories", "3", "uri", "a", "b")
     directories.apply(host, [change.reverse()], strict=False)  # type: ignore[arg-type]
     assert "RAISE NOTICE" in host.sql[0] and "RAISE EXCEPTION" not in host.sql[0]
+
+
+def test_the_password_goes_to_a_password_file_never_to_argv() -> None:
+    """libpq's URI decoding, then the password file's escaping of ':' and '\\'."""
+    bare, secret = directories._without_password(
+        "postgresql://asterisk:p%3Aw%5Cd@localhost:5432/asterisk")
+    assert bare == "postgresql://asterisk@localhost:5432/asterisk"
+    assert secret == Secret("PGPASSFILE", b"*:*:*:*:p\\:w\\\\d\n")
+    assert directories._without_password("postgresql://asterisk@/asterisk?host=/run") == \
+        ("postgresql://asterisk@/asterisk?host=/run", None)
