@@ -47,6 +47,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="more SSH destinations, one [USER@]HOST per line")
     parser.add_argument("--ssh-config", default=sup, metavar="FILE",
                         help="an ssh client configuration file (ssh -F)")
+    parser.add_argument("--sudo", default=sup, action="store_true",
+                        help="with --ssh: log in as an unprivileged user and run every command "
+                             "on the host with sudo -n (for hosts with PermitRootLogin no; the "
+                             "README shows the sudoers line)")
     parser.add_argument("-v", "--verbose", default=sup, action="store_true",
                         help="log every command with its output, every probe and every file "
                              "written to standard error")
@@ -163,6 +167,11 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         parser.error(str(exc))
     if getattr(args, "ssh_hosts", None) is not None and not remotes:
         parser.error(f"{args.ssh_hosts}: no host in it (give one [USER@]HOST per line)")
+    if getattr(args, "sudo", False):
+        if not remotes:
+            parser.error("--sudo: only with --ssh (it is how commands run on a remote host "
+                         "reached as an unprivileged user; drop it, or give --ssh USER@HOST)")
+        settings = dataclasses.replace(settings, sudo=True)
     if remotes:
         return _on_hosts(parser, args, settings, remotes)
     if os.geteuid() != 0 and settings.root == Path("/"):
@@ -280,7 +289,8 @@ def _action(deployment: Deployment, args: argparse.Namespace) -> None:
     if args.command == "retry":  # with the failed deployment's own settings, as locally
         saved = dataclasses.replace(_retry_settings(deployment, args),
                                     ssh=deployment.settings.ssh,
-                                    ssh_config=deployment.settings.ssh_config)
+                                    ssh_config=deployment.settings.ssh_config,
+                                    sudo=deployment.settings.sudo)
         Deployment(saved, notify=deployment.notify, access=deployment.access).retry()
     elif args.command == "recover":
         if not (deployment.recover_database() if args.boot_database

@@ -89,6 +89,8 @@ class Settings:
     # on that host. ssh_config: a client configuration file for ssh -F.
     ssh: Optional[str] = None
     ssh_config: Optional[Path] = None
+    # Log in as an unprivileged user and run every command on the host through `sudo -n`.
+    sudo: bool = False
 
 
 @dataclasses.dataclass

@@ -10,7 +10,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, TypeVar
 
 from certbot_wazo.errors import HostError
 
@@ -101,18 +101,59 @@ def _refuse_symlinked_ancestors(path: Path) -> None:
 # The files certbot-wazo manages are a few KiB; anything this large is not one of them.
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
-# Symlinks a remote host's mirror keeps confined under it (remote.py): path -> (the target on
-# this machine's disk, the target as the host wrote it). read_state gives the host's text, so
-# that records and comparisons see what the host holds.
+# What a remote host's mirror (remote.py) holds as data rather than on this machine's disk,
+# by path: a symlink's target as the host wrote it (the mirror writes it confined: path ->
+# (target on disk, target on the host)), and the mode and owner of a file or directory (the
+# mirror's own are this machine's user's, 0600 and 0700). read_state gives what the host holds,
+# so that records and comparisons see the host, whoever runs certbot-wazo here.
 _HOST_TEXT: dict[str, tuple[str, str]] = {}
+_HOST_META: dict[str, tuple[int, int, int]] = {}
 
 
 def keep_host_text(path: Path, on_disk: str, on_host: str) -> None:
     """Remember that the symlink path, written as on_disk here, holds on_host on its host."""
+    _HOST_META.pop(str(path), None)
     if on_disk == on_host:
         _HOST_TEXT.pop(str(path), None)
     else:
         _HOST_TEXT[str(path)] = (on_disk, on_host)
+
+
+def keep_host_meta(path: Path, mode: int, uid: int, gid: int) -> None:
+    """Remember the mode and owner path has on its host (the mirror's copy has its own)."""
+    _HOST_TEXT.pop(str(path), None)
+    _HOST_META[str(path)] = (mode, uid, gid)
+
+
+def forget_host_views(path: Path) -> None:
+    """path and everything under it no longer mirror a host."""
+    prefix = str(path) + "/"
+    for key in [k for k in _HOST_TEXT if k == str(path) or k.startswith(prefix)]:
+        del _HOST_TEXT[key]
+    for key in [k for k in _HOST_META if k == str(path) or k.startswith(prefix)]:
+        del _HOST_META[key]
+
+
+def move_host_views(source: Path, target: Path) -> None:
+    """What was kept for source (and under it) is now target's."""
+    forget_host_views(target)
+    _move(_HOST_TEXT, str(source), str(target))
+    _move(_HOST_META, str(source), str(target))
+
+
+V = TypeVar("V")
+
+
+def _move(views: dict[str, V], source: str, target: str) -> None:
+    for key in [k for k in views if k == source or k.startswith(source + "/")]:
+        views[target + key[len(source):]] = views.pop(key)
+
+
+def host_meta(path: Path, st: os.stat_result) -> tuple[int, int, int]:
+    """The mode (permission bits), owner and group path has on its host: as kept for a mirror,
+    else as on this machine's disk."""
+    kept = _HOST_META.get(str(path))
+    return kept if kept is not None else (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
 
 
 def read_state(path: Path) -> FileState:
@@ -131,7 +172,7 @@ def read_state(path: Path) -> FileState:
         kept = _HOST_TEXT.get(str(path))
         return FileState.link(kept[1] if kept is not None and kept[0] == target else target)
     if stat.S_ISDIR(st.st_mode):
-        return FileState.directory(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        return FileState.directory(*host_meta(path, st))
     if not stat.S_ISREG(st.st_mode):
         raise HostError(f"{path}: is not a regular file (move it away)")
     try:
@@ -143,7 +184,7 @@ def read_state(path: Path) -> FileState:
     if len(data) > MAX_FILE_BYTES:
         raise HostError(f"{path}: larger than {MAX_FILE_BYTES // 1024 // 1024} MiB, not one of "
                         "the files certbot-wazo manages (move it away)")
-    return FileState.file(data, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    return FileState.file(data, *host_meta(path, st))
 
 
 def apply_state(path: Path, state: FileState) -> None:

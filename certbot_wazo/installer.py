@@ -64,6 +64,9 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
             "configuration (keys, agent, known_hosts). Kept for renewals.")
         add("ssh-config", default=None, help="An ssh client configuration file (ssh -F) for "
             "--wazo-ssh.")
+        add("sudo", default=False, action="store_true", help="With --wazo-ssh: log in as an "
+            "unprivileged user and run every command on the host with sudo -n (hosts with "
+            "PermitRootLogin no). Kept for renewals.")
 
     # -- plugin -------------------------------------------------------------------------------
     def more_info(self) -> str:
@@ -304,7 +307,8 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
                     hostname=self.conf("hostname"), probe=self.conf("probe"),
                     probe_timeout=self.conf("probe-timeout"),
                     force_profile=self.conf("force-profile"), ssh=remote,
-                    ssh_config=self.conf("ssh-config")) for remote in remotes or [None]]
+                    ssh_config=self.conf("ssh-config"),
+                    sudo=bool(self.conf("sudo"))) for remote in remotes or [None]]
             except ValueError as exc:
                 raise errors.MisconfigurationError(str(exc)) from None
             made: list[Deployment] = []

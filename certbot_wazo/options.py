@@ -52,7 +52,7 @@ def destinations(values: list[str], hosts_file: Optional[str] = None,
 def settings(root: str | Path = "/", profile: str = "auto", hostname: Optional[str] = None,
              probe: Optional[str] = None, probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
              prefix: str = "--wazo-", force_profile: bool = False, ssh: Optional[str] = None,
-             ssh_config: Optional[str] = None) -> Settings:
+             ssh_config: Optional[str] = None, sudo: bool = False) -> Settings:
     """Settings from option values.
 
     :raises ValueError: an option is invalid; the message names it and the fix
@@ -85,6 +85,10 @@ def settings(root: str | Path = "/", profile: str = "auto", hostname: Optional[s
     if not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"{prefix}probe-timeout: {probe_timeout!r} must be a positive number "
                          "of seconds")
+    if sudo and not ssh:
+        raise ValueError(f"{prefix}sudo: only with {prefix}ssh (it is how commands run on a "
+                         "remote host reached as an unprivileged user; drop it, or give "
+                         f"{prefix}ssh USER@HOST)")
     if ssh is not None and not DESTINATION.match(ssh):
         raise ValueError(f"{prefix}ssh: {ssh[:80]!r} is not [USER@]HOST (e.g. "
                          "root@pbx.example.com)")
@@ -96,4 +100,5 @@ def settings(root: str | Path = "/", profile: str = "auto", hostname: Optional[s
                              "client configuration, as ssh -F takes it)")
     return Settings(root=root_path, profile=profile, hostname=hostname, probes=tuple(probes),
                     probe_timeout=timeout, option_prefix=prefix,
-                    force_profile=bool(force_profile), ssh=ssh or None, ssh_config=config)
+                    force_profile=bool(force_profile), ssh=ssh or None, ssh_config=config,
+                    sudo=bool(sudo))

@@ -345,8 +345,10 @@ class SshAccess:
     ~/.ssh/config, agent and known_hosts apply; host keys are checked as configured)."""
 
     def __init__(self, destination: str, root: Path, ssh_config: Optional[Path] = None,
-                 command_timeout: float = 300.0) -> None:
+                 command_timeout: float = 300.0, sudo: bool = False) -> None:
         self.destination = destination
+        # the host's shell as root: itself (root login), or through sudo -n (never prompts)
+        self._shell = "sudo -n -- sh" if sudo else "sh"
         self.root = Path("/") / root
         self.ssh_config = ssh_config
         self.command_timeout = command_timeout
@@ -369,12 +371,10 @@ class SshAccess:
 
         :raises HostError: the host cannot be reached, or its root is not there
         """
-        if os.geteuid() != 0:
-            raise HostError(f"{settings.ssh}: run certbot-wazo as root on this "
-                            "machine too (the host's files are checked with their owners)")
         access = cls(str(settings.ssh), Path(str(settings.root)),
                      getattr(settings, "ssh_config", None),
-                     float(getattr(settings, "command_timeout", 300.0)))
+                     float(getattr(settings, "command_timeout", 300.0)),
+                     bool(getattr(settings, "sudo", False)))
         try:
             access.connect_master()
             access.ledger = Ledger(ledger.default_dir(), access.destination, access.root,
@@ -481,7 +481,8 @@ class SshAccess:
             # never a second connection behind the lock's back: ssh would open one when the
             # master's socket is gone
             raise ConnectionLostError(f"{self.destination}: the SSH connection was lost")
-        command = " ".join(["sh", "-c", shlex.quote(script), "sh", *map(shlex.quote, args)])
+        command = " ".join([self._shell, "-c", shlex.quote(script), "sh",
+                            *map(shlex.quote, args)])
         try:
             returncode, output = spawn([*self._ssh(*SESSION),
                                         self.destination, command],
@@ -497,6 +498,12 @@ class SshAccess:
         if returncode == 255:
             raise ConnectionLostError(f"{self.destination}: the SSH connection was lost "
                                  f"({_last_line(output) or 'ssh exited with status 255'})")
+        refused = _sudo_refusal(output) if self._shell != "sh" and returncode else ""
+        if refused:
+            raise HostError(f"{self.destination}: sudo refused to run certbot-wazo's commands "
+                            f"({refused}; give the account the README's sudoers line: "
+                            f"{self.destination.split('@')[0] if '@' in self.destination else 'USER'}"
+                            " ALL=(root) NOPASSWD: /bin/sh)")
         return output
 
     # -- reading: the mirror ------------------------------------------------------------------
@@ -507,6 +514,7 @@ class SshAccess:
         :raises HostError: the root is missing on the host
         """
         shutil.rmtree(self._base, ignore_errors=True)
+        files.forget_host_views(self._base)
         self._base.mkdir(mode=0o700)
         self._fetch_specs([item for spec in MIRRORED for item in spec])
         for _ in range(4):  # symlinks to files outside the mirrored trees, and what nginx serves
@@ -523,8 +531,9 @@ class SshAccess:
         lines = output.splitlines()
         lines = lines[lines.index("CWBEGIN") + 1:] if "CWBEGIN" in lines else []
         if lines and lines[0] == "NOROOT":
-            raise HostError(f"{self.destination}:{self.root}: no such directory on the host "
-                            "(check --root)")
+            raise HostError(f"{self.destination}:{self.root}: no such directory on the host, "
+                            "or the account cannot enter it (check --root; a host that refuses "
+                            "root logins needs --sudo)")
         if not lines or lines[-1] != "END":
             raise ConnectionLostError(f"{self.destination}: reading the host's files stopped "
                                  f"halfway ({_last_line(output) or 'no answer'})")
@@ -631,13 +640,14 @@ class SshAccess:
             self._mirror.apply_state(path, FileState.link(on_disk))
             files.keep_host_text(path, on_disk, state.target)
         else:
-            self._mirror.apply_state(path, state)
+            mirror_state(path, state)
 
     def rename(self, source: Path, target: Path) -> None:
         """mv -T on the host, then on the mirror."""
         with self._resynced(source, target):
             self._change("rename", self._remote(source), self._remote(target))
         self._mirror.rename(source, target)
+        files.move_host_views(source, target)
 
     def remove_tree(self, path: Path) -> None:
         """rm -rf of certbot-wazo's own state on the host, then on the mirror."""
@@ -647,6 +657,7 @@ class SshAccess:
         with self._resynced(path):
             self._change("rmtree", rel)
         self._mirror.remove_tree(path)
+        files.forget_host_views(path)
 
     @contextlib.contextmanager
     def _resynced(self, *paths: Path) -> Iterator[None]:
@@ -663,6 +674,7 @@ class SshAccess:
                         self._mirror.remove_tree(path)
                     else:
                         self._mirror.apply_state(path, FileState.absent())
+                    files.forget_host_views(path)
                     self._fetch_specs(["p", base64.b64encode(self._remote(path).encode())
                                        .decode()])
                 except (OSError, HostError) as exc:
@@ -672,7 +684,9 @@ class SshAccess:
     def private_dir(self, path: Path) -> Path:
         """files.ensure_private_dir on the host, then on the mirror."""
         self._change("privdir", self._remote(path))
-        return self._mirror.private_dir(path)
+        made = self._mirror.private_dir(path)
+        files.keep_host_meta(path, 0o700, 0, 0)  # root's, on the host
+        return made
 
     def touch(self, path: Path) -> None:
         """touch -c on the host (not through a symlink)."""
@@ -752,7 +766,7 @@ class SshAccess:
         state = self._remote(path.parent)
         keeper = subprocess.Popen(
             [*self._ssh(*SESSION), self.destination,
-             f"sh -c {shlex.quote(KEEPER)}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+             f"{self._shell} -c {shlex.quote(KEEPER)}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, start_new_session=True)
         me = ""
         for _ in range(100):  # past what the account's login scripts may print
@@ -821,12 +835,14 @@ class SshAccess:
                                timeout=5, check=False)
             _end(self._master)
         shutil.rmtree(self._dir, ignore_errors=True)
+        files.forget_host_views(self._dir)
         atexit.unregister(self.close)
         failpoints.off_drop(self.drop)
 
 
 def _mirror_entry(root: Path, line: str) -> bool:
-    """One line of FETCH as an entry of the mirror (owner and mode as on the host).
+    """One line of FETCH as an entry of the mirror (owner and mode as on the host, kept as
+    data: see mirror_state).
 
     The mirror is data the host describes, never a tree the host shapes: an entry with a
     symlink (or anything but a directory) above it inside the mirror is refused, as is a
@@ -887,8 +903,7 @@ def _mirror_one(root: Path, line: str) -> None:
             os.mkdir(path, 0o700)
         if not stat.S_ISDIR(os.lstat(path).st_mode):
             raise HostError(f"{path}: described both as a file and as a directory by the host")
-        os.chmod(path, mode & 0o777)
-        os.chown(path, uid, gid, follow_symlinks=False)
+        files.keep_host_meta(path, mode & 0o777, uid, gid)
     elif kind == "L":
         target = base64.b64decode(words[6], validate=True).decode("utf-8", "surrogateescape")
         if os.path.lexists(path) and stat.S_ISDIR(os.lstat(path).st_mode):
@@ -902,9 +917,26 @@ def _mirror_one(root: Path, line: str) -> None:
         if len(data) > MAX_FILE:
             raise HostError(f"{path}: larger than {MAX_FILE // 1024} KiB on the host (not a Wazo "
                             "configuration or certificate file; move it away)")
-        files.apply_state(path, FileState.file(data, mode & 0o777, uid, gid))
+        mirror_state(path, FileState.file(data, mode & 0o777, uid, gid))
         if mtime:  # when it was last written (status: the last deployment's time)
             os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+def mirror_state(path: Path, state: FileState) -> None:
+    """files.apply_state in the mirror, whoever runs certbot-wazo: the host's owner and mode
+    are kept as data (files.keep_host_meta); on disk the mirror's files belong to this
+    machine's user, 0600 (0700 for an executable, which only needs to be found), its
+    directories 0700: no chown, and nothing the host sets decides who reads them here."""
+    if state.kind == FILE:
+        files.apply_state(path, FileState.file(state.data, 0o700 if state.mode & 0o111 else 0o600,
+                                               os.geteuid(), os.getegid()))
+        files.keep_host_meta(path, state.mode, state.uid, state.gid)
+    elif state.kind == DIR:
+        files.apply_state(path, FileState.directory(0o700, os.geteuid(), os.getegid()))
+        files.keep_host_meta(path, state.mode, state.uid, state.gid)
+    else:
+        files.forget_host_views(path)
+        files.apply_state(path, state)
 
 
 def confined(root: Path, link: Path, target: str) -> str:
@@ -924,6 +956,13 @@ def _confined_link(root: Path, link: Path, target: str) -> None:
     on_disk = confined(root, link, target)
     os.symlink(on_disk, link)
     files.keep_host_text(link, on_disk, target)
+
+
+def _sudo_refusal(output: str) -> str:
+    """sudo's own complaint when it ran nothing (no sudoers line, a password asked), else ""."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return lines[-1][:200] if lines and lines[-1].startswith("sudo: ") \
+        and "CWBEGIN" not in output and "CWRC" not in output else ""
 
 
 def _not_debug(text: str) -> str:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certbot_wazo import desired, directories, overrides, releases, tls
 from certbot_wazo.deployment import Deployment
 from certbot_wazo.errors import LockBusyError, WazoError
-from certbot_wazo.files import ABSENT, read_state
+from certbot_wazo.files import ABSENT, host_meta, read_state
 from certbot_wazo.host import CUSTOM_FILE, LINK_NAME, Host
 from certbot_wazo.pair import (
     Pair,
@@ -272,16 +272,17 @@ def _file_info(host: Host, path: Path, report: Report) -> dict[str, Any]:
     except FileNotFoundError:
         report.problems.append(f"{path}: missing (deploy a certificate)")
         return {"path": str(path), "owner": "-", "mode": "-"}
-    group = "www-data" if _is_www_data(host, st.st_gid) else str(st.st_gid)
-    info = {"path": str(path), "owner": f"{st.st_uid}:{group}",
-            "mode": f"{stat.S_IMODE(st.st_mode):04o}", "link": stat.S_ISLNK(st.st_mode)}
+    mode, uid, gid = host_meta(path, st)
+    group = "www-data" if _is_www_data(host, gid) else str(gid)
+    info = {"path": str(path), "owner": f"{uid}:{group}",
+            "mode": f"{mode:04o}", "link": stat.S_ISLNK(st.st_mode)}
     if stat.S_ISLNK(st.st_mode):
         report.problems.append(f"{path}: is a symlink (Wazo's package chowns it; install a real "
                                "file: certbot-wazo deploy)")
     elif group != "www-data":
         report.problems.append(f"{path}: group is not www-data (Wazo's services cannot read it: "
                                "certbot-wazo deploy fixes it)")
-    elif path.name == "server.key" and st.st_mode & 0o007:
+    elif path.name == "server.key" and mode & 0o007:
         report.problems.append(f"{path}: readable by others (chmod 0640 it now)")
     return info
 

@@ -91,7 +91,7 @@ ListenAddress {address}:22
 HostKey {host_key}
 PidFile {pid_file}
 AuthorizedKeysFile {authorized_keys}
-PermitRootLogin prohibit-password
+PermitRootLogin {root_login}
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -105,6 +105,22 @@ PermitTunnel no
 PrintMotd no
 LogLevel VERBOSE
 ForceCommand {session}
+"""
+
+# A target that refuses root logins (`PermitRootLogin no`): its admin logs in as ADMIN and runs
+# everything through sudo, as the README asks. The account and the sudoers file exist only in
+# the target's mount namespace (bind mounts over copies of the machine's /etc/passwd and
+# /etc/group, and over /etc/sudoers): the machine's own are never touched.
+ADMIN = "wazoadmin"
+ADMIN_UID = 61500
+RUN_DIR = "/run/target"  # the target's directory, as ADMIN reaches it (a bind mount)
+RUN_BIN = "/run/target-bin"  # the sessions' PATH directory (sh and coreutils), likewise
+SUDOERS = """# sudoers of target {name} (tests/sandbox/remote.py): the README's line, and nothing else
+Defaults env_reset
+Defaults !syslog
+Defaults secure_path="{path}"
+root ALL=(ALL:ALL) ALL
+{admin} ALL=(root) NOPASSWD: /bin/sh
 """
 
 # Start a built sandbox host's services; run inside the target's namespaces.
@@ -229,15 +245,16 @@ class Target:
     """
 
     def __init__(self, name: str, index: int, directory: Path, host: SandboxHost,
-                 bin_dir: Path, client_public_key: Path) -> None:
+                 bin_dir: Path, client_public_key: Path, sudo: bool = False) -> None:
         self.name = name
+        self.sudo = sudo  # root logins refused: ADMIN logs in, and runs everything with sudo
         self.index = index
         self.directory = directory
         self.host = host
         self.address = f"{NET_PREFIX}.{index}.2"
         self.controller_address = f"{NET_PREFIX}.{index}.1"
         self.link = f"{LINK_PREFIX}{index}"
-        self.destination = f"root@{name}"
+        self.destination = f"{ADMIN if sudo else 'root'}@{name}"
         self.host_key = directory / "ssh_host_ed25519_key"
         self.sshd_config = directory / "sshd_config"
         self.sshd_log = directory / "sshd.log"
@@ -347,21 +364,36 @@ class Target:
         self._start_holder()
         self._connect()
         self._start_host()
+        if self.sudo:
+            self._add_admin()
         self._start_sshd()
 
-    def _start_holder(self) -> None:
-        home, ready = self.directory / "home", self.directory / "holder.ready"
-        home.mkdir(mode=0o700)
-        with open(self.directory / "holder.log", "wb") as log:
-            self._holder = subprocess.Popen(
-                ["unshare", "--net", "--mount", "--propagation", "private", "/bin/sh", "-c", HOLDER,
-                 "holder", str(home), str(ready), str(os.getpid())], stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        holder = self._holder
-        if not wait_until(lambda: ready.exists() or holder.poll() is not None, 10) or not ready.exists():
-            raise RuntimeError(f"target {self.name}: its namespaces could not be made:\n"
-                               f"{(self.directory / 'holder.log').read_text()}")
-        self._netns = _netns_id(holder.pid)
+    def _add_admin(self) -> None:
+        """ADMIN's account, home and sudoers line, in the target's mount namespace only. ADMIN
+        cannot traverse the test's temporary directories (root's, 0700): the target's directory
+        and the PATH directory are bound under the target's own /run for it."""
+        self.directory.chmod(0o755)
+        home = self.directory / "admin-home"
+        home.mkdir(mode=0o755)
+        os.chown(home, ADMIN_UID, ADMIN_UID)
+        passwd, group = self.directory / "passwd", self.directory / "group"
+        passwd.write_text(Path("/etc/passwd").read_text()
+                          + f"{ADMIN}:x:{ADMIN_UID}:{ADMIN_UID}::{RUN_DIR}/admin-home:/bin/sh\n")
+        group.write_text(Path("/etc/group").read_text() + f"{ADMIN}:x:{ADMIN_UID}:\n")
+        sudo_bin = self.directory / "sudo-bin"
+        sudo_bin.mkdir(mode=0o755)
+        (sudo_bin / "sudo").symlink_to("/usr/bin/sudo")
+        sudoers = self.directory / "sudoers"
+        sudoers.write_text(SUDOERS.format(name=self.name, path=RUN_BIN, admin=ADMIN))
+        sudoers.chmod(0o440)
+        self.command_log.touch()
+        self.command_log.chmod(0o666)
+        inside = self.nsenter()
+        _run([*inside, "mkdir", "-p", RUN_DIR, RUN_BIN])
+        for source, mount_point in ((self.directory, RUN_DIR), (self._bin_dir, RUN_BIN),
+                                    (passwd, "/etc/passwd"), (group, "/etc/group"),
+                                    (sudoers, "/etc/sudoers")):
+            _run([*inside, "mount", "--bind", str(source), mount_point])
 
     def _connect(self) -> None:
         pid = str(self.netns_pid)
@@ -395,12 +427,19 @@ class Target:
         authorized = self.directory / "authorized_keys"
         shutil.copyfile(self._client_public_key, authorized)
         session = self.directory / "session"
-        session.write_text(SESSION.format(name=self.name, path=shlex.quote(str(self._bin_dir)),
-                                          log=shlex.quote(str(self.command_log))))
+        path, log = str(self._bin_dir), str(self.command_log)
+        seen = {"authorized_keys": authorized, "session": session}
+        if self.sudo:  # as ADMIN reaches them
+            path, log = f"{RUN_BIN}:{RUN_DIR}/sudo-bin", f"{RUN_DIR}/{self.command_log.name}"
+            seen = {"authorized_keys": Path(RUN_DIR, authorized.name),
+                    "session": Path(RUN_DIR, session.name)}
+        session.write_text(SESSION.format(name=self.name, path=shlex.quote(path),
+                                          log=shlex.quote(log)))
         session.chmod(0o755)
         self.sshd_config.write_text(SSHD_CONFIG.format(
             name=self.name, address=self.address, host_key=self.host_key,
-            pid_file=self.directory / "sshd.pid", authorized_keys=authorized, session=session))
+            pid_file=self.directory / "sshd.pid", **seen,
+            root_login="no" if self.sudo else "prohibit-password"))
         _run([*self.nsenter(), SSHD, "-t", "-f", str(self.sshd_config)])
         with open(self.sshd_log, "ab") as log:
             self._sshd = subprocess.Popen(
@@ -508,16 +547,18 @@ class Targets:
     def __getitem__(self, name: str) -> Target:
         return self._targets[name]
 
-    def add(self, name: str, build: Callable[[Path], SandboxHost]) -> Target:
+    def add(self, name: str, build: Callable[[Path], SandboxHost], sudo: bool = False) -> Target:
         """Build a sandbox host under base/NAME/root with build(root), then start it as a
-        target: own namespaces, address, services, sshd. Stopped again when it fails."""
+        target: own namespaces, address, services, sshd. Stopped again when it fails. With
+        sudo, the target refuses root logins: ADMIN logs in and uses sudo."""
         if not NAME.match(name) or name in self._targets:
             raise ValueError(f"target name {name!r}: lower-case letters, digits and dashes, unique")
         directory = self.base / name
         directory.mkdir()
         host = build(directory / "root")
         index = self._index()
-        target = Target(name, index, directory, host, self.bin_dir, self.client_key.with_suffix(".pub"))
+        target = Target(name, index, directory, host, self.bin_dir, self.client_key.with_suffix(".pub"),
+                        sudo)
         self._targets[name] = target
         try:
             target.start()
@@ -549,7 +590,7 @@ class Targets:
             blocks.append(f"""
 Host {target.name}
     HostName {target.address}
-    User root
+    User {target.destination.split("@")[0]}
     IdentityFile {self.client_key}
     IdentitiesOnly yes
     UserKnownHostsFile {self.known_hosts}
@@ -568,7 +609,10 @@ Host {target.name}
     def ssh_argv(self, target: Target | str, *remote_words: str, options: Sequence[str] = ()) -> list[str]:
         """ssh -F ssh_config [options] root@NAME [words] (ssh joins the words with spaces and
         the target's sh parses them: quote them yourself, e.g. with shlex.join)."""
-        return [SSH, "-F", str(self.ssh_config), *options, "--", self._target(target).destination,
+        found = self._target(target)
+        if found.sudo and remote_words:  # as root, as the tests mean it
+            remote_words = ("sudo", "-n", "--", "sh", "-c", shlex.quote(" ".join(remote_words)))
+        return [SSH, "-F", str(self.ssh_config), *options, "--", found.destination,
                 *remote_words]
 
     def ssh(self, target: Target | str, *remote_words: str, input: str | None = None,

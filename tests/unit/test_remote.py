@@ -122,10 +122,10 @@ def test_only_the_lock_holder_records_its_running_command(tmp_path: Path) -> Non
     lock.mkdir()
     (lock / "owner").write_text("111 222 ctl-1\n")
     (lock / "command").write_text("333 444\n")
-    out = sh(remote.RUN, str(tmp_path), str(lock), "-", "5", "true")
+    out = sh(remote.RUN, str(tmp_path), str(lock), "-", "5", "-", "true")
     assert "CWRC 0" in out
     assert (lock / "command").read_text() == "333 444\n"
-    out = sh(remote.RUN, str(tmp_path), str(lock), "111 222", "5", "true")
+    out = sh(remote.RUN, str(tmp_path), str(lock), "111 222", "5", "-", "true")
     assert "CWRC 0" in out and not (lock / "command").exists()  # the holder's: cleared after
 
 
