@@ -380,6 +380,11 @@ class Target:
         passwd.write_text(Path("/etc/passwd").read_text()
                           + f"{ADMIN}:x:{ADMIN_UID}:{ADMIN_UID}::{RUN_DIR}/admin-home:/bin/sh\n")
         group.write_text(Path("/etc/group").read_text() + f"{ADMIN}:x:{ADMIN_UID}:\n")
+        shadow = self.directory / "shadow"  # sudo's PAM account check reads it
+        shadow.write_text(Path("/etc/shadow").read_text() + f"{ADMIN}:*:19000:0:99999:7:::\n")
+        shadow.chmod(0o640)
+        shutil.copystat("/etc/shadow", shadow)
+        os.chown(shadow, 0, os.stat("/etc/shadow").st_gid)
         sudo_bin = self.directory / "sudo-bin"
         sudo_bin.mkdir(mode=0o755)
         (sudo_bin / "sudo").symlink_to("/usr/bin/sudo")
@@ -392,8 +397,22 @@ class Target:
         _run([*inside, "mkdir", "-p", RUN_DIR, RUN_BIN])
         for source, mount_point in ((self.directory, RUN_DIR), (self._bin_dir, RUN_BIN),
                                     (passwd, "/etc/passwd"), (group, "/etc/group"),
-                                    (sudoers, "/etc/sudoers")):
+                                    (shadow, "/etc/shadow"), (sudoers, "/etc/sudoers")):
             _run([*inside, "mount", "--bind", str(source), mount_point])
+
+    def _start_holder(self) -> None:
+        home, ready = self.directory / "home", self.directory / "holder.ready"
+        home.mkdir(mode=0o700)
+        with open(self.directory / "holder.log", "wb") as log:
+            self._holder = subprocess.Popen(
+                ["unshare", "--net", "--mount", "--propagation", "private", "/bin/sh", "-c", HOLDER,
+                 "holder", str(home), str(ready), str(os.getpid())], stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        holder = self._holder
+        if not wait_until(lambda: ready.exists() or holder.poll() is not None, 10) or not ready.exists():
+            raise RuntimeError(f"target {self.name}: its namespaces could not be made:\n"
+                               f"{(self.directory / 'holder.log').read_text()}")
+        self._netns = _netns_id(holder.pid)
 
     def _connect(self) -> None:
         pid = str(self.netns_pid)
