@@ -2,7 +2,7 @@
 PYTHON_NEW := .venv/bin/python
 PYTHON_DEB := .venv-debian/bin/python
 
-.PHONY: bootstrap demo test lint unit mutation e2e database releases remote test-platforms bench clean
+.PHONY: bootstrap demo test lint unit mutation e2e database releases remote test-platforms bench deb clean
 
 bootstrap:
 	@bash .ci/bootstrap
@@ -50,6 +50,17 @@ test: lint unit e2e database releases remote
 test-platforms:
 	/usr/bin/python3 -m tests.platforms.matrix $(PLATFORMS)
 
+# The Debian package python3-certbot-wazo_…_all.deb, built and checked by lintian, into dist/:
+# for the Debian this machine runs (its build tools are installed), or DEBIAN=bullseye,
+# bookworm or trixie for that release, built in the cached chroot of `make test-platforms`.
+DEBIAN ?=
+deb:
+ifeq ($(DEBIAN),)
+	CERTBOT_WAZO_BUILD_ONLY=1 CERTBOT_WAZO_DEB_DIR=$(CURDIR)/dist bash .ci/package
+else
+	/usr/bin/python3 -m tests.platforms.matrix --deb --out $(CURDIR)/dist/$(DEBIAN) $(DEBIAN)
+endif
+
 # Renewal figures on the sandbox (both generations): BENCH_ARGS="--runs 10" for more runs. Then
 # certbot-wazo side by side with certbot --nginx on a release's host (its own network and mount
 # namespaces): VERSUS_ARGS="--runs 5" for more runs.
@@ -58,4 +69,4 @@ bench: bootstrap
 	$(PYTHON_NEW) -m tests.bench.versus_nginx $(VERSUS_ARGS)
 
 clean:
-	rm -rf .venv .venv-debian build *.egg-info .pytest_cache .mypy_cache .ruff_cache mutants
+	rm -rf .venv .venv-debian build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache mutants

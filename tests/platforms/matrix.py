@@ -15,6 +15,10 @@ unit tests with the release's python3, pytest and libraries. Last, back on the n
 system of each release (nothing but apt) gets `apt install ./….deb`: everything it needs comes
 from Debian, and its certbot lists the plugin.
 The .debs and logs are left in /tmp/certbot-wazo-platforms/SUITE.
+
+    python3 -m tests.platforms.matrix --deb --out DIR SUITE    (make deb DEBIAN=SUITE)
+
+only builds the package for SUITE in its cached chroot (lintian included) and leaves it in DIR.
 """
 from __future__ import annotations
 
@@ -195,6 +199,35 @@ def in_namespace(suites: list[str], chosen: dict[str, str]) -> int:
     return 0 if all(r[2] == "PASS" for r in results) else 1
 
 
+def build_deb(suite: str, out: Path) -> int:
+    """`make deb DEBIAN=SUITE`: .ci/package, build only, in the suite's cached chroot; the
+    .deb (and the source package, the lintian report) into out."""
+    took = ensure_chroots([suite])
+    say(f"{suite}: chroot ready in {took:.0f}s; building")
+    top = Path(tempfile.mkdtemp(prefix="certbot-wazo-deb."))
+    try:
+        work = top / suite
+        export_tree(work / "src")
+        (work / "deb").mkdir()
+        env = {**os.environ, "CERTBOT_WAZO_CHROOT_ENV": " ".join([
+            "CERTBOT_WAZO_DEB_FOR_RELEASE=1", "CERTBOT_WAZO_BUILD_ONLY=1",
+            "CERTBOT_WAZO_DEB_DIR=/platform/deb"])}
+        rc = subprocess.run([str(CHROOT), "enter", suite, str(work), "bash",
+                             "/platform/src/.ci/package"], env=env).returncode
+        built = sorted((work / "deb").glob("python3-certbot-wazo_*_all.deb"))
+        if rc != 0 or not built:
+            print(f"platforms: {suite}: the package was not built (see above)", file=sys.stderr)
+            return rc or 1
+        out.mkdir(parents=True, exist_ok=True)
+        for item in (work / "deb").iterdir():
+            shutil.copy2(item, out / item.name)
+        say(f"built {out / built[-1].name} (install it on Debian {suite}: "
+            f"apt install {out / built[-1].name})")
+        return 0
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -218,6 +251,10 @@ def _main() -> int:
                         help="the Wazo releases of the sandbox hosts in SUITE's chroot (default: "
                              "the corpus's releases of that Debian, else the newest)")
     parser.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--deb", action="store_true",
+                        help="only build the package for the one SUITE given, into --out")
+    parser.add_argument("--out", type=Path, default=Path("dist"), metavar="DIR",
+                        help="with --deb: where the package goes (default: dist)")
     args = parser.parse_args()
     suites = list(dict.fromkeys(args.suites or SUITES))
     if any(s not in SUITES for s in suites):
@@ -227,6 +264,10 @@ def _main() -> int:
         return 2
     if not args.in_namespace:
         install_host_packages()
+    if args.deb:
+        if len(suites) != 1 or not args.suites:
+            parser.error("--deb: give one SUITE")
+        return build_deb(suites[0], args.out.absolute())
     from tests.sandbox.release import releases
     chosen = {s: release_for(s) for s in suites}
     for item in args.release:
