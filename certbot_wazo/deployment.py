@@ -153,11 +153,14 @@ class Deployment:
 
     def __init__(self, settings: Settings, notify: Notify = logger.info,
                  access: Optional[Access] = None) -> None:
-        """:raises WazoError: the host cannot be reached (remote)"""
+        """:param access: how the host is reached (default: this machine's own files); a remote
+            host's comes from the face that chose it (fleet.open_deployment)
+        :raises ValueError: settings name a remote host and no access to it is given
+        """
         self.settings = settings
         if access is None and settings.ssh:
-            from certbot_wazo.remote import SshAccess  # only remote runs need it
-            access = SshAccess.open(settings)
+            raise ValueError(f"{settings.ssh}: a remote host needs its access "
+                             "(fleet.open_deployment opens it)")
         self.access: Access = access or LocalAccess()
         self.host = Host(self.access.local_root(settings.root), self.access)
         self.notify: Notify = lambda message: notify(self.access.describe(message))

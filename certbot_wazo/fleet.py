@@ -10,6 +10,7 @@ from typing import Callable, Optional, TypeVar
 
 from certbot_wazo.deployment import Deployment, Notify, Settings
 from certbot_wazo.errors import ConnectionLostError, HostError, WazoError
+from certbot_wazo.remote import SshAccess
 
 T = TypeVar("T")
 
@@ -46,6 +47,23 @@ def at(settings: Settings, destination: str) -> Settings:
                                else settings.root)
 
 
+def open_deployment(settings: Settings, notify: Notify) -> Deployment:
+    """A deployment on the host settings name: this machine, or a remote one whose SSH
+    connection is opened here (and its files read).
+
+    :raises WazoError: the remote host cannot be reached
+    """
+    if not settings.ssh:
+        return Deployment(settings, notify)
+    access = SshAccess.open(settings.ssh, settings.root, settings.ssh_config,
+                            settings.command_timeout, settings.sudo)
+    try:
+        return Deployment(settings, notify, access=access)
+    except BaseException:
+        access.close()
+        raise
+
+
 def on_host(settings: Settings, notify: Notify, action: Callable[[Deployment], T]) -> T:
     """Run action on one host (remote or local); a remote run whose connection drops
     reconnects and runs again, which first finishes or undoes what the lost run left.
@@ -56,7 +74,7 @@ def on_host(settings: Settings, notify: Notify, action: Callable[[Deployment], T
     while True:
         deployment: Optional[Deployment] = None
         try:
-            deployment = Deployment(settings, notify)
+            deployment = open_deployment(settings, notify)
             return action(deployment)
         except ConnectionLostError as exc:
             lost = _described(exc, deployment)
@@ -107,7 +125,7 @@ def _all_or_nothing(destinations: list[str], settings: Settings, cert: Path, key
     try:
         for destination in destinations:  # install and probe everywhere, restart nowhere
             try:
-                deployment = Deployment(at(settings, destination),
+                deployment = open_deployment(at(settings, destination),
                                         _prefixed(notify, destination))
             except WazoError as exc:
                 outcomes[destination] = Outcome(destination, FAILED, str(exc))

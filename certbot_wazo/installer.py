@@ -11,7 +11,7 @@ from certbot import achallenges, errors, interfaces
 from certbot.display import util as display_util
 from certbot.plugins import common
 
-from certbot_wazo import http01, options, services
+from certbot_wazo import fleet, http01, options, services
 from certbot_wazo.deployment import Deployment
 from certbot_wazo.errors import HostError, LockBusyError, WazoError
 from certbot_wazo.host import LEGACY
@@ -314,7 +314,7 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
             made: list[Deployment] = []
             try:
                 for one in settings:
-                    made.append(Deployment(one, notify=_prefixed(one.ssh)))
+                    made.append(fleet.open_deployment(one, notify=_prefixed(one.ssh)))
             except WazoError as exc:
                 for deployment in made:
                     deployment.close()

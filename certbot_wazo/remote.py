@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from certbot_wazo import failpoints, files, ledger
 from certbot_wazo.access import LocalAccess, Notify, Secret, spawn
@@ -48,9 +48,6 @@ from certbot_wazo.errors import (
 from certbot_wazo.files import ABSENT, DIR, FILE, LINK, FileState
 from certbot_wazo.ledger import Ledger
 from certbot_wazo.listeners import Listener, parse_report
-
-if TYPE_CHECKING:  # deployment imports this module when a run is remote
-    from certbot_wazo.deployment import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -366,15 +363,13 @@ class SshAccess:
         failpoints.on_drop(self.drop)
 
     @classmethod
-    def open(cls, settings: Settings) -> SshAccess:
-        """Connect to settings.ssh and read the host's files.
+    def open(cls, destination: str, root: Path, ssh_config: Optional[Path] = None,
+             command_timeout: float = 300.0, sudo: bool = False) -> SshAccess:
+        """Connect to destination and read the host's files under root.
 
         :raises HostError: the host cannot be reached, or its root is not there
         """
-        access = cls(str(settings.ssh), Path(str(settings.root)),
-                     getattr(settings, "ssh_config", None),
-                     float(getattr(settings, "command_timeout", 300.0)),
-                     bool(getattr(settings, "sudo", False)))
+        access = cls(destination, root, ssh_config, command_timeout, sudo)
         try:
             access.connect_master()
             access.ledger = Ledger(ledger.default_dir(), access.destination, access.root,

@@ -60,7 +60,7 @@ class FakeDeployment:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> type[FakeDeployment]:
-    monkeypatch.setattr(fleet, "Deployment", FakeDeployment)
+    monkeypatch.setattr(fleet, "open_deployment", FakeDeployment)
     FakeDeployment.fails, FakeDeployment.log = {}, []
     return FakeDeployment
 

@@ -104,7 +104,7 @@ class FakeDeployment:
 @pytest.fixture
 def faked(legacy_root: Path, tmp_path: Path,
           monkeypatch: pytest.MonkeyPatch) -> tuple[WazoInstaller, FakeDeployment]:
-    monkeypatch.setattr(installer_module, "Deployment", FakeDeployment)
+    monkeypatch.setattr(installer_module.fleet, "open_deployment", FakeDeployment)
     wazo = installer(tmp_path, legacy_root)
     deployment = wazo._get_deployment()
     assert isinstance(deployment, FakeDeployment)
