@@ -1,6 +1,15 @@
 # certbot-wazo: `make demo` shows the whole product on a sandbox; `make test` runs every check.
 PYTHON_NEW := .venv/bin/python
 PYTHON_DEB := .venv-debian/bin/python
+# Python may write its bytecode caches (__pycache__, ignored by git): a shell that forbids it
+# (PYTHONDONTWRITEBYTECODE) would make every certbot-wazo, certbot and sandbox process of the
+# tests and the benchmark compile its modules again, which no installed package does.
+unexport PYTHONDONTWRITEBYTECODE
+# `make test` runs its suites side by side (each has its own network namespace or free ports, its
+# own pebble, PostgreSQL cluster and sandbox roots); the end-to-end and remote suites also split
+# their files over E2E_WORKERS pytest workers (pytest-xdist).
+JOBS ?= 6
+E2E_WORKERS ?= 2
 
 .PHONY: bootstrap demo test lint unit mutation e2e database releases remote test-platforms bench deb clean
 
@@ -27,7 +36,7 @@ mutation: bootstrap
 	.venv/bin/mutmut results
 
 e2e: bootstrap
-	CERTBOT_WAZO_REQUIRE=pypi,debian $(PYTHON_NEW) -m pytest -q tests/e2e
+	CERTBOT_WAZO_REQUIRE=pypi,debian $(PYTHON_NEW) -m pytest -q -n $(E2E_WORKERS) --dist loadfile tests/e2e
 
 # Every release of the corpus (tests/data/releases) on real ports, in a private network namespace.
 # The tests' own PostgreSQL (Debian's, private socket, no TCP) with each release's asterisk schema.
@@ -40,9 +49,10 @@ releases: bootstrap
 # Remote targets (tests/sandbox/remote.py): sandbox hosts each in a network namespace of its own,
 # reached over SSH through Debian's real sshd, under a private network namespace.
 remote: bootstrap
-	CERTBOT_WAZO_REQUIRE=netns unshare --net sh -c 'ip link set lo up && exec $(PYTHON_NEW) -m pytest -q tests/remote'
+	CERTBOT_WAZO_REQUIRE=netns unshare --net sh -c 'ip link set lo up && exec $(PYTHON_NEW) -m pytest -q -n $(E2E_WORKERS) --dist loadfile tests/remote'
 
-test: lint unit e2e database releases remote
+test: bootstrap
+	@$(MAKE) --no-print-directory -j$(JOBS) --output-sync=target lint unit e2e database releases remote
 
 # The Debian package built, linted, installed and run end to end in a chroot of Debian 11, 12 and
 # 13, each with its own certbot (tests/platforms; chroots cached in /var/cache/certbot-wazo).

@@ -53,17 +53,27 @@ def join(group: Optional[Path]) -> None:
             (group / "cgroup.procs").write_text(str(os.getpid()))
 
 
+# An empty group of another sandbox older than this was left by a killed run; a younger one
+# may belong to a sandbox starting in another test process (a unit's group exists a moment
+# before its daemon joins it).
+STALE = 600.0
+
+
 def remove(root: Path) -> None:
     """Remove the sandbox's groups once its processes are gone (a killed daemon may take a
-    moment to be reaped), and any empty group an earlier, killed run left: an empty group holds
-    nothing, and a running sandbox makes its own again at each start."""
+    moment to be reaped), and the empty groups an earlier, killed run left."""
     group = sandbox_group(root)
     if group is None:
         return
     for _ in range(20):
-        for directory, _, _ in sorted(os.walk(group.parent), key=lambda entry: -len(entry[0])):
+        for directory, _, _ in sorted(os.walk(group), key=lambda entry: -len(entry[0])):
             with contextlib.suppress(OSError):
                 os.rmdir(directory)
         if not group.exists():
-            return
+            break
         time.sleep(0.1)
+    now = time.time()
+    for directory, _, _ in sorted(os.walk(group.parent), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            if now - os.stat(directory).st_mtime > STALE:
+                os.rmdir(directory)

@@ -589,9 +589,13 @@ class Targets:
         return target
 
     def _index(self) -> int:
-        """The smallest N free in this process and in the controller's namespace."""
+        """The smallest N free in this process and in the controller's namespace, in this
+        pytest worker's own range (pytest-xdist's workers share the namespace: gw0 from 1, gw1
+        from 64, …)."""
         links = _links()
-        for index in range(1, 255):
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+        first = 1 + 63 * (int(worker[2:]) % 4 if worker[2:].isdigit() else 0)
+        for index in range(first, 255):
             if index not in Targets._indexes_in_use and f"{LINK_PREFIX}{index}" not in links:
                 Targets._indexes_in_use.add(index)
                 return index
