@@ -211,6 +211,35 @@ def test_a_hosts_symlinks_never_lead_the_controller_out_of_the_mirror(tmp_path: 
     assert (mirror / "etc/xivo/custom-link").read_text() == "enabled: true\n"
 
 
+def test_the_mirror_keeps_owners_and_modes_as_data(tmp_path: Path) -> None:
+    """No chown and no host-chosen mode on this machine (a controller that is not root can
+    mirror): the files are this user's, 0600 (0700 when executable), the directories 0700,
+    and read_state gives the host's owner and mode; a renamed or removed entry takes them."""
+    import os
+    import stat
+
+    from certbot_wazo import files, remote
+    from certbot_wazo.files import read_state
+    mirror = tmp_path / "mirror"
+    mirror.mkdir(mode=0o700)
+    for line in (_line("D", "usr/share/xivo-certs", mode="555"),
+                 _line("F", "usr/share/xivo-certs/server.key", b"k", mode="640"),
+                 _line("X", "usr/bin/psql")):
+        assert remote._mirror_entry(mirror, line.replace(" 0 0 0 ", " 0 33 0 ", 1))
+    key, certs = mirror / "usr/share/xivo-certs/server.key", mirror / "usr/share/xivo-certs"
+    for path, disk in ((key, 0o600), (certs, 0o700), (mirror / "usr/bin/psql", 0o700)):
+        info = os.lstat(path)
+        assert (stat.S_IMODE(info.st_mode), info.st_uid) == (disk, os.geteuid()), path
+    assert (read_state(key).mode, read_state(key).uid, read_state(key).gid) == (0o640, 0, 33)
+    assert (read_state(certs).mode, read_state(certs).gid) == (0o555, 33)
+    moved = mirror / "usr/share/xivo-certs/server.key.old"
+    os.rename(key, moved)
+    files.move_host_views(key, moved)
+    assert read_state(moved).gid == 33
+    files.forget_host_views(mirror)
+    assert read_state(moved).gid == os.getegid()
+
+
 def test_a_host_that_streams_bytes_is_cut_off_at_the_bound() -> None:
     import time
 
