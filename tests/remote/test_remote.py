@@ -319,7 +319,8 @@ def test_bad_remote_input_is_one_line_naming_the_host_and_changes_nothing(
                             "failed.)",
         "unresolvable host": "root@nohost: failed: cannot connect over SSH",
         "no such root": "root@pbx1: failed: root@pbx1:/nonexistent: no such directory on the "
-                        "host (check --root)",
+                        "host, or the account cannot enter it (check --root; a host that "
+                        "refuses root logins needs --sudo)",
         "not a wazo root": f"root@pbx1: failed: root@pbx1:{tmp_path}/usr/share/xivo-certs: no "
                            "Wazo certificate directory",
         # refused as the host's files are read: nothing is read (or written) through it
