@@ -88,7 +88,11 @@ def message(report: Report, problems: Sequence[str], to: Sequence[str],
     name = host_label(report, where)
     mail = email.message.EmailMessage()
     mail["To"] = ", ".join(to)
-    first = " ".join(_CONTROL.sub(" ", problems[0]).split())[:120]
+    first = " ".join(_CONTROL.sub(" ", problems[0]).split())
+    head, sep, rest = first.partition(": ")
+    if sep and head.startswith("/") and " " not in head:  # the file's name; its path is below
+        first = f"{head.rsplit('/', 1)[-1]}: {rest}"
+    first = first[:120]
     mail["Subject"] = f"certbot-wazo on {' '.join(name.split())}: {first}" + \
         (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
     mail["Date"] = email.utils.formatdate(localtime=True)

@@ -64,6 +64,19 @@ def test_the_message_says_what_and_how_to_fix() -> None:
     assert "- one (fix: a)\n- two\n" in body and "certbot-wazo retry" in body
 
 
+def test_the_subject_leads_with_what_is_wrong_however_long_the_path() -> None:
+    """A deep root (a sandbox, a test's temporary directory) must not push "expires in" out of
+    the subject: it names the file, the body its path."""
+    report = Report(root="/", hostname="pbx.example.test")
+    path = "/" + "/".join(["deep"] * 40) + "/usr/share/wazo-certs/server.crt"
+    data = alerts.message(report, [f"{path}: expires in 4 days (check that renewal runs)"],
+                          ["root"])
+    mail = email.message_from_bytes(data, policy=email.policy.default)
+    assert mail["Subject"] == ("certbot-wazo on pbx.example.test: server.crt: expires in 4 days "
+                               "(check that renewal runs)")
+    assert path in mail.get_content()  # type: ignore[attr-defined]
+
+
 def test_a_problem_with_line_breaks_makes_a_one_line_subject() -> None:
     """nginx's or a command's output can end up in a problem: never a header injection."""
     report = Report(root="/", hostname="pbx.example.test")
