@@ -14,9 +14,12 @@ from certbot_wazo.tls import Connect, Endpoint
 
 logger = logging.getLogger(__name__)
 
-# One handshake per listening port, all at once: a TLS service on loopback answers in
-# milliseconds; a plain-text one waiting for a request line is given up on after this.
+# One handshake per listening port, all at once, within HANDSHAKE_TIMEOUT. A TLS service on
+# loopback answers in milliseconds; a plain-text one waiting for its request line (Wazo's
+# cheroot daemons on their HTTP ports) never does, and is given up on after QUIET_AFTER, or
+# after ten times the slowest TLS answer of the same pass when the host is that loaded.
 HANDSHAKE_TIMEOUT = 1.0
+QUIET_AFTER = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,19 +51,20 @@ def candidates(found: Sequence[Listener]) -> list[tuple[Endpoint, Listener]]:
 
 
 def observe(found: Sequence[Listener], wazo_leaves: Collection[bytes], hostname: str,
-            connect: Connect = tls.direct,
-            timeout: float = HANDSHAKE_TIMEOUT) -> list[Observed]:
+            connect: Connect = tls.direct, timeout: float = HANDSHAKE_TIMEOUT,
+            quiet_after: float = QUIET_AFTER) -> list[Observed]:
     """The listeners that serve one of wazo_leaves (the pair installed now, the one being
     deployed, Wazo's own self-signed one), each with the leaf it serves.
 
     Every listening port is handshaken once, concurrently (a plain-text service fails at
-    once or within timeout).
+    once, or stays silent and is given up on after quiet_after: see QUIET_AFTER).
     """
     leaves = {leaf for leaf in wazo_leaves if leaf}
     if not leaves:
         return []
     pairs = candidates(found)
-    served = tls.served_leaves([endpoint for endpoint, _ in pairs], hostname, timeout, connect)
+    served = tls.served_leaves([endpoint for endpoint, _ in pairs], hostname, timeout, connect,
+                               quiet_after=quiet_after)
     seen = [Observed(endpoint, listener, served.get(endpoint, b""))
             for endpoint, listener in pairs if served.get(endpoint, b"") in leaves]
     logger.debug("observed %d listening port(s), %d serving Wazo's pair: %s", len(pairs),

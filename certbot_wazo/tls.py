@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import ipaddress
 import logging
+import os
 import select
 import socket
 import ssl
@@ -136,20 +138,77 @@ def _served_leaf(endpoint: Endpoint, hostname: str, timeout: float,
             return tls.getpeercert(binary_form=True) or b""
 
 
-def served_leaves(endpoints: Sequence[Endpoint], hostname: str, timeout: float,
-                  connect: Connect = direct) -> dict[Endpoint, bytes]:
-    """One handshake with each endpoint, concurrently: the leaf each serves (b"" where nothing
-    completes a TLS handshake within timeout). Nothing is verified: this says what is served."""
-    def one(endpoint: Endpoint) -> bytes:
-        try:
-            return _served_leaf(endpoint, hostname, timeout, connect)
-        except (OSError, ssl.SSLError, ValueError):
-            return b""
+# served_leaves with quiet_after: how many times the slowest TLS answer of the same pass a
+# silent port is given (a TLS server answers a ClientHello at once; a plain-text one waiting for
+# a request line never does).
+QUIET_FACTOR = 10.0
 
+
+def served_leaves(endpoints: Sequence[Endpoint], hostname: str, timeout: float,
+                  connect: Connect = direct,
+                  quiet_after: Optional[float] = None) -> dict[Endpoint, bytes]:
+    """One handshake with each endpoint, concurrently: the leaf each serves (b"" where nothing
+    completes a TLS handshake). Nothing is verified: this says what is served.
+
+    :param timeout: the bound of the whole pass
+    :param quiet_after: when given, the ports still silent after this many seconds, or after
+        QUIET_FACTOR times the slowest handshake that completed in this pass if that is longer
+        (a loaded host answers slower, and is then waited for longer), are given up on: they
+        neither answered nor closed, as a plain-text service waiting for its request line
+    """
     if not endpoints:
         return {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(endpoints))) as pool:
-        return dict(zip(endpoints, pool.map(one, endpoints)))
+    started = time.monotonic()
+    lock = threading.Lock()
+    answered: list[float] = []
+    handles: dict[Endpoint, socket.socket] = {}  # a duplicate of each socket, to cut it short
+    stop = threading.Event()
+
+    def one(endpoint: Endpoint) -> bytes:
+        try:
+            sock = connect(endpoint.address, endpoint.port, timeout)
+        except (OSError, ValueError):
+            return b""
+        try:
+            with lock:
+                if stop.is_set():
+                    return b""
+                handles[endpoint] = socket.socket(fileno=os.dup(sock.fileno()))
+            with unverified_context().wrap_socket(sock, server_hostname=hostname) as tls:
+                leaf = tls.getpeercert(binary_form=True) or b""
+            with lock:
+                answered.append(time.monotonic() - started)
+            return leaf
+        except (OSError, ssl.SSLError, ValueError):
+            return b""
+        finally:
+            sock.close()
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(endpoints)))
+    try:
+        futures = {pool.submit(one, endpoint): endpoint for endpoint in endpoints}
+        pending = set(futures)
+        while pending:
+            with lock:
+                slowest = max(answered, default=0.0)
+            limit = timeout if quiet_after is None else \
+                min(timeout, max(quiet_after, QUIET_FACTOR * slowest))
+            left = limit - (time.monotonic() - started)
+            if left <= 0:
+                break
+            _, pending = concurrent.futures.wait(pending, timeout=min(left, 0.02))
+        with lock:
+            stop.set()
+            for future in pending:  # silent: cut short (its handshake fails at once)
+                handle = handles.get(futures[future])
+                if handle is not None:
+                    with contextlib.suppress(OSError):
+                        handle.shutdown(socket.SHUT_RDWR)
+        return {futures[f]: f.result() for f in futures}
+    finally:
+        pool.shutdown(wait=True)
+        for handle in handles.values():
+            handle.close()
 
 
 def serves_tls(endpoint: Endpoint, hostname: str, timeout: float = 2.0,

@@ -113,7 +113,8 @@ class FakePBX:
                 for port in sorted(self.served)]
 
     def served_leaves(self, endpoints: Sequence[Endpoint], hostname: str, timeout: float,
-                      connect: object = None) -> dict[Endpoint, bytes]:
+                      connect: object = None,
+                      quiet_after: Optional[float] = None) -> dict[Endpoint, bytes]:
         return {e: self.served.get(e.port, b"") for e in endpoints}
 
     def probe_until(self, endpoints: Sequence[Endpoint], hostname: str, expect_der: bytes,

@@ -360,3 +360,18 @@ def test_describe_failures_names_each_failed_endpoint_in_one_line() -> None:
     assert tls.describe_failures([down, ok, old]) == (
         "127.0.0.1:9497 (xivo-auth) no TLS service (x); "
         "[::1]:5040 (asterisk) still serves the previous one")
+
+
+def test_silent_ports_do_not_hold_an_observation_pass_for_its_whole_bound(
+        serve: Callable[..., Server], pair: tuple[Path, Path]) -> None:
+    """served_leaves with quiet_after: ports that neither answer a ClientHello nor close (a
+    plain-text service waiting for its request line) are given up on after quiet_after, not
+    the pass's bound; every TLS port's leaf is still there."""
+    server = serve(*pair)
+    silent = [serve() for _ in range(3)]
+    endpoints = [server.endpoint, *(s.endpoint for s in silent)]
+    began = time.monotonic()
+    served = tls.served_leaves(endpoints, NAME, timeout=30.0, quiet_after=0.2)
+    assert time.monotonic() - began < 10  # not the 30 s bound
+    assert served[server.endpoint] == leaf_der(pair[0])
+    assert all(served[s.endpoint] == b"" for s in silent)
