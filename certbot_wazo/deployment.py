@@ -171,6 +171,7 @@ class Deployment:
         self._depth = 0  # how many public entry points are running (they call each other)
         self._source: tuple[Path, Path, bool] = (Path(), Path(), False)
         self._names: list[str] = []  # the DNS names of the pair being deployed
+        self._early: Optional[discovery.Early] = None  # see observe_early()
         self._root_option = f"{settings.option_prefix}root"
 
     # -- the lock -----------------------------------------------------------------------------
@@ -788,6 +789,23 @@ class Deployment:
                             f"{self.settings.option_prefix}probe ADDR:PORT)")
         return endpoints
 
+    def observe_early(self) -> None:
+        """Start observing what listens and what it serves in the background, for the name the
+        installed pair gives this host (certbot prepares its installer before it talks to the
+        ACME server: the next every_endpoint() then handshakes only what changed since)."""
+        if self._early is not None:
+            return
+        directories = self.host.cert_dirs()
+        if not directories:
+            return
+        try:
+            name = self.settings.hostname or self._default_name(
+                Pair.load(directories[0] / "server.crt", directories[0] / "server.key"))
+        except (WazoError, OSError, ValueError) as exc:
+            logger.debug("no early observation: %s", exc)
+            return
+        self._early = discovery.Early(self.access.listeners, name, self.access.connect)
+
     def every_endpoint(self, name: str, leaves: Sequence[bytes],
                        also: Sequence[Endpoint] = ()) -> tuple[list[Endpoint],
                                                                list[discovery.Observed]]:
@@ -806,8 +824,9 @@ class Deployment:
             self.notify(f"What listens on this host could not be observed ({exc}); probing "
                         "the endpoints its configuration names")
             found = []
+        early, self._early = self._early, None
         observed = discovery.observe(found, [*leaves, *self._wazo_leaves()], name,
-                                     connect=self.access.connect)
+                                     connect=self.access.connect, early=early)
         extra = discovery.beyond(endpoints, observed)
         discovery.require_units(extra)
         for warning in discovery.describe(extra):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Collection, Sequence
+import threading
+from typing import Callable, Collection, Optional, Sequence
 
 from certbot_wazo import listeners, tls
 from certbot_wazo.errors import HostError
@@ -50,25 +51,73 @@ def candidates(found: Sequence[Listener]) -> list[tuple[Endpoint, Listener]]:
     return sorted(unique.values(), key=lambda pair: (pair[0].port, pair[0].address))
 
 
+class Early:
+    """An observation started before it is needed, in the background: certbot prepares its
+    installer before it talks to the ACME server, and the handshakes overlap that exchange.
+    When the observation is needed, only the listeners whose socket changed since are
+    handshaken again, and none of it is used if the name it was made with is not the one
+    deployed (a server may choose its certificate by that name)."""
+
+    def __init__(self, listen: Callable[[], list[Listener]], hostname: str,
+                 connect: Connect = tls.direct, timeout: float = HANDSHAKE_TIMEOUT,
+                 quiet_after: float = QUIET_AFTER) -> None:
+        self.hostname = hostname
+        self._found: list[Listener] = []
+        self._served: dict[Endpoint, bytes] = {}
+
+        def run() -> None:
+            try:
+                self._found = listen()
+                pairs = candidates(self._found)
+                self._served = tls.served_leaves([e for e, _ in pairs], hostname, timeout,
+                                                 connect, quiet_after=quiet_after)
+            except Exception as exc:  # a guess made early: never fatal, just not used
+                logger.debug("the early observation failed: %s", exc)
+                self._found, self._served = [], {}
+
+        self._thread = threading.Thread(target=run, name="certbot-wazo observation",
+                                        daemon=True)
+        self._thread.start()
+
+    def served(self, hostname: str) -> dict[tuple[str, int, int], bytes]:
+        """What each listening socket served, by (address, port, inode); empty when the
+        observation was made for another name, or failed.
+
+        :param hostname: the name the observation is needed for
+        """
+        self._thread.join()
+        if hostname != self.hostname:
+            return {}
+        by_socket = {(listener.address, listener.port, listener.inode): endpoint
+                     for endpoint, listener in candidates(self._found) if listener.inode}
+        return {key: self._served.get(endpoint, b"") for key, endpoint in by_socket.items()}
+
+
 def observe(found: Sequence[Listener], wazo_leaves: Collection[bytes], hostname: str,
             connect: Connect = tls.direct, timeout: float = HANDSHAKE_TIMEOUT,
-            quiet_after: float = QUIET_AFTER) -> list[Observed]:
+            quiet_after: float = QUIET_AFTER, early: Optional[Early] = None) -> list[Observed]:
     """The listeners that serve one of wazo_leaves (the pair installed now, the one being
     deployed, Wazo's own self-signed one), each with the leaf it serves.
 
     Every listening port is handshaken once, concurrently (a plain-text service fails at
-    once, or stays silent and is given up on after quiet_after: see QUIET_AFTER).
+    once, or stays silent and is given up on after quiet_after: see QUIET_AFTER); with early,
+    only those whose socket is not the one early saw.
     """
     leaves = {leaf for leaf in wazo_leaves if leaf}
     if not leaves:
         return []
     pairs = candidates(found)
-    served = tls.served_leaves([endpoint for endpoint, _ in pairs], hostname, timeout, connect,
-                               quiet_after=quiet_after)
+    known = early.served(hostname) if early is not None else {}
+    served = {endpoint: known[(listener.address, listener.port, listener.inode)]
+              for endpoint, listener in pairs
+              if listener.inode and (listener.address, listener.port, listener.inode) in known}
+    served.update(tls.served_leaves([endpoint for endpoint, _ in pairs if endpoint not in served],
+                                    hostname, timeout, connect, quiet_after=quiet_after))
     seen = [Observed(endpoint, listener, served.get(endpoint, b""))
             for endpoint, listener in pairs if served.get(endpoint, b"") in leaves]
-    logger.debug("observed %d listening port(s), %d serving Wazo's pair: %s", len(pairs),
-                 len(seen), ", ".join(f"{o.endpoint} ({o.listener.owner})" for o in seen))
+    logger.debug("observed %d listening port(s) (%d seen early), %d serving Wazo's pair: %s",
+                 len(pairs), len(known), len(seen),
+                 ", ".join(f"{o.endpoint} ({o.listener.owner})" for o in seen))
     return seen
 
 

@@ -49,6 +49,7 @@ class Listener:
     pid: int = 0
     unit: str = ""
     process: str = ""
+    inode: int = 0  # the socket's: the same listener as long as it is the same
 
     @property
     def owner(self) -> str:
@@ -150,7 +151,8 @@ def combine(sockets: Iterable[Socket], owners: dict[int, int], cgroups: dict[int
     for sock in sockets:
         pid = owners.get(sock.inode, 0)
         found.setdefault((sock.address, sock.port), Listener(
-            sock.address, sock.port, pid, unit_of(cgroups.get(pid, "")), names.get(pid, "")))
+            sock.address, sock.port, pid, unit_of(cgroups.get(pid, "")), names.get(pid, ""),
+            sock.inode))
     return sorted(found.values(), key=lambda listener: (listener.port, listener.address))
 
 

@@ -96,6 +96,9 @@ class FakeDeployment:
         self._call("restore", snapshot, label)
         return True
 
+    def observe_early(self) -> None:
+        self._call("observe_early")
+
     def recover_if_idle(self, boot: bool = False, wait: Optional[float] = None) -> bool:
         self._call("recover_if_idle", wait)
         return False
@@ -228,7 +231,7 @@ def test_prepare_never_fails_because_an_interrupted_deployment_cannot_be_finishe
     deployment.fail["recover_if_idle"] = error
     with caplog.at_level(logging.INFO, logger="certbot_wazo.installer"):
         wazo.prepare()
-    assert deployment.calls == [("recover_if_idle", 0.0)]
+    assert deployment.calls == [("recover_if_idle", 0.0), ("observe_early",)]
     assert [(r.levelno, r.getMessage()) for r in caplog.records
             if r.name == "certbot_wazo.installer"] == [(level, message)]
 

@@ -62,10 +62,10 @@ def _proc(tmp_path: Path) -> Path:
 
 def test_each_listener_with_its_process_and_unit(tmp_path: Path) -> None:
     assert listeners.observe(_proc(tmp_path)) == [
-        Listener("::", 443, 400, "nginx", "nginx"),
-        Listener("127.0.0.1", 5040, 0, "", ""),   # its holder is not visible
-        Listener("0.0.0.0", 9296, 300, "wazo-admin-ui", "python3"),
-        Listener("::1", 9499, 500, "", "python3"),  # no systemd service
+        Listener("::", 443, 400, "nginx", "nginx", 4104),
+        Listener("127.0.0.1", 5040, 0, "", "", 4102),   # its holder is not visible
+        Listener("0.0.0.0", 9296, 300, "wazo-admin-ui", "python3", 4101),
+        Listener("::1", 9499, 500, "", "python3", 4105),  # no systemd service
     ]
 
 

@@ -17,8 +17,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certbot_wazo import tls
+from certbot_wazo import discovery, tls
 from certbot_wazo.errors import ProbeError
+from certbot_wazo.listeners import Listener
 from certbot_wazo.tls import Endpoint, HandshakeError, ProbeResult
 from tests.pki import CA
 
@@ -375,3 +376,47 @@ def test_silent_ports_do_not_hold_an_observation_pass_for_its_whole_bound(
     assert time.monotonic() - began < 10  # not the 30 s bound
     assert served[server.endpoint] == leaf_der(pair[0])
     assert all(served[s.endpoint] == b"" for s in silent)
+
+
+# -- discovery's early observation: made in the background for the name the host's pair gives,
+# then only the sockets that changed since are handshaken again; never used for another name.
+def _listener(server: Server, inode: int) -> Listener:
+    return Listener("127.0.0.1", server.port, 10, "wazo-auth", "python3", inode)
+
+
+def test_an_early_observation_spares_the_handshakes_of_unchanged_sockets(
+        serve: Callable[..., Server], pair: tuple[Path, Path]) -> None:
+    first, second = serve(*pair), serve(*pair)
+    leaf = leaf_der(pair[0])
+    before = [_listener(first, 1), _listener(second, 2)]
+    early = discovery.Early(lambda: before, NAME)
+    assert early.served(NAME) == {("127.0.0.1", first.port, 1): leaf,
+                                  ("127.0.0.1", second.port, 2): leaf}
+    assert (first.handshakes, second.handshakes) == (1, 1)
+    # second's socket was replaced since (another inode): only it is handshaken again
+    now = [_listener(first, 1), _listener(second, 3)]
+    seen = discovery.observe(now, [leaf], NAME, early=early)
+    assert [o.endpoint.port for o in seen] == sorted([first.port, second.port])
+    assert (first.handshakes, second.handshakes) == (1, 2)
+
+
+def test_an_early_observation_for_another_name_is_not_used(
+        serve: Callable[..., Server], pair: tuple[Path, Path]) -> None:
+    server = serve(*pair)
+    early = discovery.Early(lambda: [_listener(server, 1)], "other.example.test")
+    seen = discovery.observe([_listener(server, 1)], [leaf_der(pair[0])], NAME, early=early)
+    assert [o.endpoint.port for o in seen] == [server.port] and server.handshakes == 2
+
+
+def test_a_failed_early_observation_is_not_fatal(serve: Callable[..., Server],
+                                                 pair: tuple[Path, Path]) -> None:
+    server = serve(*pair)
+
+    def broken() -> list[Listener]:
+        raise OSError("no /proc")
+
+    early = discovery.Early(broken, NAME)
+    assert early.served(NAME) == {}
+    assert [o.endpoint.port for o in discovery.observe([_listener(server, 1)],
+                                                       [leaf_der(pair[0])], NAME, early=early)] \
+        == [server.port]
