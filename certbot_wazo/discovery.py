@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 # cheroot daemons on their HTTP ports) never does, and is given up on after QUIET_AFTER, or
 # after ten times the slowest TLS answer of the same pass when the host is that loaded.
 HANDSHAKE_TIMEOUT = 1.0
-QUIET_AFTER = 0.25
+QUIET_AFTER = 0.15
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """The certbot installer plugin `wazo`: certbot's API on one side, the deployment transaction on the other."""
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, cast
 
 from acme import challenges
 from certbot import achallenges, errors, interfaces
@@ -17,6 +19,23 @@ from certbot_wazo.errors import HostError, LockBusyError, WazoError
 from certbot_wazo.host import LEGACY
 
 logger = logging.getLogger(__name__)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _timed(method: F) -> F:
+    """Log how long certbot spent in this method of the plugin (certbot's debug log: `make
+    bench` reads the plugin's own cost on a renewal from it)."""
+    @functools.wraps(method)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        began = time.monotonic()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            logger.debug("certbot-wazo: %s took %.4f s", method.__name__,
+                         time.monotonic() - began)
+    return cast(F, timed)
 
 
 # certbot before 1.18 (Debian 11 has 1.12) has no ABC for authenticators: there the class is
@@ -75,6 +94,7 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
                 "probes TLS before and after restarting them and rolls back when the probe "
                 f"fails. Wazo root: {self.conf('root')}.")
 
+    @_timed
     def prepare(self) -> None:
         """Check the host can be deployed to; finish any interrupted deployment.
 
@@ -112,6 +132,7 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
         """HTTP-01 only: Wazo's nginx owns port 80."""
         return [challenges.HTTP01]
 
+    @_timed
     def perform(self, achalls: list[achallenges.AnnotatedChallenge]
                 ) -> list[challenges.ChallengeResponse]:
         """Answer every challenge from each host's nginx (a location snippet where its site
@@ -153,6 +174,7 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
                 f"{port} redirects) is reachable from the Internet: firewall, NAT, or another "
                 "server in front. Otherwise use --preferred-challenges dns with a DNS plugin.")
 
+    @_timed
     def cleanup(self, achalls: list[achallenges.AnnotatedChallenge]) -> None:
         """Take the answers out of nginx again (certbot calls this even when it fails).
 
@@ -173,6 +195,7 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
         """The names this Wazo answers to (FQDN, hostname, nginx server names, certificate)."""
         return self._get_deployment().host.names()
 
+    @_timed
     def deploy_cert(self, domain: str, cert_path: str, key_path: str,
                     chain_path: Optional[str] = None, fullchain_path: Optional[str] = None) -> None:
         """Validate and install the pair (once per certificate, whatever the number of names);
@@ -185,6 +208,7 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
                                      "fullchain_path; use certbot 0.10 or newer)")
         self._install(fullchain_path, key_path, remember=False)
 
+    @_timed
     def renew_deploy(self, lineage: Any, *args: Any, **kwargs: Any) -> None:
         """Install a renewed lineage (certbot never calls deploy_cert on renew).
 
@@ -213,11 +237,13 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
     def supported_enhancements(self) -> list[str]:
         return []
 
+    @_timed
     def save(self, title: Optional[str] = None, temporary: bool = False) -> None:
         """The installed files are already durable in the deployment journal; log the checkpoint."""
         if title and any(d.plan is not None for d in self._deployments or []):
             logger.info("wazo: checkpoint %r (restart pending)", title)
 
+    @_timed
     def rollback_checkpoints(self, rollback: int = 1) -> None:
         """Back to the previous state: undo what this run installed, or else restore the state
         before the last deployment.
@@ -237,6 +263,7 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
             except OSError as exc:
                 raise errors.PluginError(_oserror(exc)) from None
 
+    @_timed
     def recovery_routine(self) -> None:
         """Undo what this run installed but did not restart."""
         for deployment in self._deployments or []:
@@ -245,6 +272,7 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
             except WazoError as exc:
                 raise errors.PluginError(deployment.access.describe(str(exc))) from None
 
+    @_timed
     def config_test(self) -> None:
         """Check the host layout and commands are usable.
 
@@ -267,6 +295,7 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
                 raise errors.MisconfigurationError(deployment.access.describe(str(exc))) \
                     from None
 
+    @_timed
     def restart(self) -> None:
         """Probe, restart, probe: activate what this run installed (rolled back on failure);
         with nothing installed, restart only when the endpoints do not serve the installed pair.

@@ -101,6 +101,7 @@ def check(deployment: Deployment, config_dir: Path,
     host = deployment.host
     report = Report(root=str(host.root))
     _recover(deployment, report)
+    deployment.observe_early()  # its handshakes overlap the checks of the files below
     manifest = deployment.journal.previous.path / "manifest.json"
     if manifest.is_file():
         report.last_success = manifest.stat().st_mtime

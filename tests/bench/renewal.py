@@ -27,7 +27,14 @@ plugin overhead
     or reload something (`asterisk -rx "module reload http"` included; status queries excluded).
     Overhead = (T_wazo - R - T_plain) / T_plain. The post-restart probe is counted as plugin time,
     waiting for a reloaded nginx included. Each term is a ~3-6 s process run, so a single pair is
-    noisy (±10 % on a busy 2-CPU machine): judge the median of several runs.
+    noisy (±10 % on a busy 2-CPU machine), and certbot's own polling of pebble makes the two
+    runs differ by up to 0.5 s whatever the plugin does (T_plain polls once more when nothing
+    delays its challenge): the figure is printed, not judged. The goal is judged on the plugin's
+    own time, measured inside the same T_wazo run: the sum of the durations certbot's debug log
+    gives for each of the plugin's methods ("certbot-wazo: METHOD took S s"), minus R, divided by
+    T_plain; its median over the pairs. With --runs 3 or
+    more, while the middle half of the pairs has figures of both signs (the noise hides the
+    plugin), more pairs are measured, up to 3 × --runs.
 probe
     K = 1, 4, 12 TLS listeners in this process that start listening after staggered delays (the
     slowest at 1 s), probed from t0 with certbot_wazo.tls.probe_until(..., timeout=10,
@@ -40,7 +47,8 @@ status
 Prints a table (median [min–max]) and the goals, and writes every raw figure to JSON (default:
 bench-results.json at the repo root, gitignored). Goals on counts (failed handshakes, asterisk
 restarts, failed commands) must hold on every run (judged on the max); goals on timings are
-judged on the median. A missed goal prints a "GOAL MISSED" line; the exit status is still 0 (it is
+judged on the median. Goals: plugin overhead ≤ 2 % (median), status ≤ 0.25 s
+(median). A missed goal prints a "GOAL MISSED" line; the exit status is still 0 (it is
 a benchmark) unless --check is given. --short (for CI): one run, and the probe benchmark with 1
 and 12 endpoints only. Every process is stopped and every temporary file removed, also on Ctrl-C
 or SIGTERM.
@@ -52,6 +60,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shlex
 import signal
 import subprocess
@@ -72,6 +81,14 @@ from tests.sandbox.common import REPO, free_ports
 from tests.sandbox.host import SandboxHost, build_host
 
 GENERATIONS = ("legacy", "modern")
+# The goals (issue 24): the plugin's own cost on a renewal, restarts excluded, as a share of a
+# renewal without installer (median of the pairs), and a status check's wall time (median).
+OVERHEAD_GOAL = 2.0
+STATUS_GOAL = 0.25
+# While the middle half of the overhead pairs has both signs, more pairs are measured, up to this
+# many times --runs in all (with --runs 3 or more).
+MORE_PAIRS = 3
+IN_PLUGIN = re.compile(r"certbot-wazo: \w+ took ([0-9.]+) s")
 PLAIN_NAME = "plain.example.test"  # the lineage renewed without an installer
 HANDSHAKE_INTERVAL = 0.005
 TAIL = 0.5  # seconds observed after the renew returned
@@ -233,12 +250,25 @@ def measure_overhead(cb: Certbot, host: SandboxHost, timers: Path, run: int) -> 
         figures[f"{which}_seconds"] = seconds
         if which == "wazo":
             figures["restart_command_seconds"] = restart_seconds(timers, wall, time.time_ns())
+            figures["in_plugin_seconds"] = in_plugin_seconds(cb.logs_dir / "letsencrypt.log")
         if result.returncode != 0:
             errors.append(f"{which}: {failure_tail(result)}")
     plain = figures["plain_seconds"]
     plugin = figures["wazo_seconds"] - figures["restart_command_seconds"] - plain
-    figures.update(ok=not errors, plugin_seconds=plugin, ratio=plugin / plain, error="\n".join(errors))
+    direct = figures["in_plugin_seconds"] - figures["restart_command_seconds"]
+    figures.update(ok=not errors, plugin_seconds=plugin, ratio=plugin / plain,
+                   direct_seconds=direct, direct_ratio=direct / plain, error="\n".join(errors))
     return figures
+
+
+def in_plugin_seconds(log: Path) -> float:
+    """The time certbot spent in the plugin's methods during its last run, from certbot's
+    debug log (installer.py logs each: "certbot-wazo: METHOD took S s")."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return float("nan")
+    return sum(float(m.group(1)) for m in IN_PLUGIN.finditer(text))
 
 
 def measure_status(cb: Certbot, host: SandboxHost, runs: int) -> list[dict[str, Any]]:
@@ -279,7 +309,23 @@ def bench_generation(generation: str, pebble: Pebble, variant: list[str], work: 
             out["renewals"].append(measure_renewal(cb, host, timers, run))
             progress(f"{generation}: run {run + 1}/{runs}: overhead pair (renew with and without -i wazo)")
             out["overhead"].append(measure_overhead(cb, host, timers, run))
+        run = runs
+        while runs >= 3 and undecided([o["ratio"] for o in out["overhead"]]) \
+                and run < MORE_PAIRS * runs:
+            progress(f"{generation}: the overhead's spread crosses zero: pair {run + 1} (at most "
+                     f"{MORE_PAIRS * runs})")
+            out["overhead"].append(measure_overhead(cb, host, timers, run))
+            run += 1
     return out
+
+
+def undecided(ratios: Sequence[float]) -> bool:
+    """Whether the middle half of the overhead pairs holds figures of both signs: the noise of a
+    pair (two ~3 s certbot runs) then hides the plugin's own cost, and more pairs are needed."""
+    ordered = sorted(ratios)
+    quarter = len(ordered) // 4
+    middle = ordered[quarter:len(ordered) - quarter]
+    return bool(middle) and middle[0] < 0 < middle[-1]
 
 
 # -- probe benchmark --------------------------------------------------------------------------
@@ -340,6 +386,8 @@ def per_generation(data: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
             "overhead_restart_seconds": [o["restart_command_seconds"] for o in overhead],
             "plugin_seconds": [o["plugin_seconds"] for o in overhead],
             "overhead_percent": [o["ratio"] * 100 for o in overhead],
+            "direct_seconds": [o["direct_seconds"] for o in overhead],
+            "direct_percent": [o["direct_ratio"] * 100 for o in overhead],
             "failed_commands": [float(sum(not r["ok"] for r in renewals)
                                       + sum(not o["ok"] for o in overhead))],
         }
@@ -361,6 +409,8 @@ ROWS = (  # (series key, label, format)
     ("plain_seconds", "overhead: renew, no installer (s)", "{:.2f}"),
     ("plugin_seconds", "overhead: plugin, restarts excluded (s)", "{:.3f}"),
     ("overhead_percent", "overhead: plugin / plain renew (%)", "{:.1f}"),
+    ("direct_seconds", "in the plugin's methods, restarts excluded (s)", "{:.3f}"),
+    ("direct_percent", "  / plain renew (%): the goal's figure", "{:.1f}"),
 )
 
 
@@ -373,15 +423,15 @@ def goals(series: dict[str, dict[str, list[float]]], data: dict[str, Any]) -> li
                  s["nginx_failed"], "max", lambda v: v == 0),
             goal(f"asterisk restarted by a renewal ({generation})", "= 0",
                  s["asterisk_restarted"], "max", lambda v: v == 0),
-            goal(f"plugin overhead, % of a renewal ({generation})", "≤ 5",
-                 s["overhead_percent"], "median", lambda v: v <= 5),
+            goal(f"plugin overhead, % of a renewal ({generation})", f"≤ {OVERHEAD_GOAL:g}",
+                 s["direct_percent"], "median", lambda v: v <= OVERHEAD_GOAL),
         ]
     largest = str(max(int(k) for k in data["probe"]))
     result.append(goal(f"probe lag over the slowest service, {largest} endpoints (s)", "≤ 0.2",
                        [p["lag"] for p in data["probe"][largest]], "median", lambda v: v <= 0.2))
     status = data["generations"].get("legacy", {}).get("status", [])
-    result.append(goal("certbot-wazo status on a healthy legacy host (s)", "≤ 0.5",
-                       [s["seconds"] for s in status], "median", lambda v: v <= 0.5))
+    result.append(goal("certbot-wazo status on a healthy legacy host (s)", f"≤ {STATUS_GOAL:g}",
+                       [s["seconds"] for s in status], "median", lambda v: v <= STATUS_GOAL))
     failed = sum(v for s in series.values() for v in s["failed_commands"])
     failed += sum(not p["ok"] for runs in data["probe"].values() for p in runs)
     failed += sum(s["exit"] != 0 for s in status)
