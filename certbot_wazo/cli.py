@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Optional, Sequence
 
-from certbot_wazo import alerts, files, fleet, monitoring, options, repair, status, upgrades
+from certbot_wazo import files, fleet, monitoring, options, repair, status, upgrades
 from certbot_wazo.deployment import Deployment, Settings
 from certbot_wazo.errors import HostError, SignalledError, WazoError
 from certbot_wazo.records import SavedSettings
@@ -403,6 +403,8 @@ def _alert(deployment: Deployment, report: status.Report, args: argparse.Namespa
         extra.append(f"{what} failed ({result}, exit status "
                      f"{os.environ.get('EXIT_STATUS', '?')}; `journalctl -u {unit}` says why, "
                      f"{again})")
+    from certbot_wazo import alerts  # the mail stack, only when mailing
+
     mailed, to = alerts.send(deployment.host, report, args.alert_to, extra,
                              where=deployment.settings.ssh)
     if mailed:

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 # after ten times the slowest TLS answer of the same pass when the host is that loaded.
 HANDSHAKE_TIMEOUT = 1.0
 QUIET_AFTER = 0.15
+# What `status` gives them: it only reports (a listener it misses is not restarted by it).
+REPORT_QUIET_AFTER = 0.05
 
 
 @dataclasses.dataclass(frozen=True)

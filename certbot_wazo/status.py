@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certbot_wazo import desired, directories, overrides, releases, tls
+from certbot_wazo import desired, directories, discovery, overrides, releases, tls
 from certbot_wazo.deployment import Deployment
 from certbot_wazo.errors import LockBusyError, WazoError
 from certbot_wazo.files import ABSENT, host_meta, read_state
@@ -101,7 +101,8 @@ def check(deployment: Deployment, config_dir: Path,
     host = deployment.host
     report = Report(root=str(host.root))
     _recover(deployment, report)
-    deployment.observe_early()  # its handshakes overlap the checks of the files below
+    # its handshakes overlap the checks of the files below
+    deployment.observe_early(quiet_after=discovery.REPORT_QUIET_AFTER)
     manifest = deployment.journal.previous.path / "manifest.json"
     if manifest.is_file():
         report.last_success = manifest.stat().st_mtime
@@ -298,7 +299,8 @@ def _is_www_data(host: Host, gid: int) -> bool:
 def _check_endpoints(deployment: Deployment, pair: Pair, report: Report) -> None:
     name = report.hostname or "localhost"
     try:
-        endpoints, extra = deployment.every_endpoint(name, [pair.leaf_der])
+        endpoints, extra = deployment.every_endpoint(name, [pair.leaf_der],
+                                                     quiet_after=discovery.REPORT_QUIET_AFTER)
     except WazoError as exc:
         report.problems.append(str(exc))
         return
