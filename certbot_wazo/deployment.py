@@ -804,8 +804,12 @@ class Deployment:
         except (WazoError, OSError, ValueError) as exc:
             logger.debug("no early observation: %s", exc)
             return
+        try:
+            configured = [e.port for e in self.endpoints()]
+        except WazoError:
+            configured = []
         self._early = discovery.Early(self.access.listeners, name, self.access.connect,
-                                      quiet_after=quiet_after)
+                                      quiet_after=quiet_after, configured=configured)
 
     def every_endpoint(self, name: str, leaves: Sequence[bytes],
                        also: Sequence[Endpoint] = (),
@@ -829,7 +833,8 @@ class Deployment:
         early, self._early = self._early, None
         observed = discovery.observe(found, [*leaves, *self._wazo_leaves()], name,
                                      connect=self.access.connect, early=early,
-                                     quiet_after=quiet_after)
+                                     quiet_after=quiet_after,
+                                     configured={e.port for e in endpoints})
         extra = discovery.beyond(endpoints, observed)
         discovery.require_units(extra)
         for warning in discovery.describe(extra):

@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 # One handshake per listening port, all at once, within HANDSHAKE_TIMEOUT. A TLS service on
 # loopback answers in milliseconds; a plain-text one waiting for its request line (Wazo's
 # cheroot daemons on their HTTP ports) never does, and is given up on after QUIET_AFTER, or
-# after ten times the slowest TLS answer of the same pass when the host is that loaded.
+# after four times the slowest TLS answer of the same pass when the host is that loaded.
+# The ports the configuration names are not handshaken here: they are probed as endpoints, and
+# what observation adds is only what the configuration leaves out (see beyond()).
 HANDSHAKE_TIMEOUT = 1.0
 QUIET_AFTER = 0.15
 # What `status` gives them: it only reports (a listener it misses is not restarted by it).
@@ -62,7 +64,7 @@ class Early:
 
     def __init__(self, listen: Callable[[], list[Listener]], hostname: str,
                  connect: Connect = tls.direct, timeout: float = HANDSHAKE_TIMEOUT,
-                 quiet_after: float = QUIET_AFTER) -> None:
+                 quiet_after: float = QUIET_AFTER, configured: Collection[int] = ()) -> None:
         self.hostname = hostname
         self._found: list[Listener] = []
         self._served: dict[Endpoint, bytes] = {}
@@ -70,7 +72,7 @@ class Early:
         def run() -> None:
             try:
                 self._found = listen()
-                pairs = candidates(self._found)
+                pairs = [p for p in candidates(self._found) if p[0].port not in configured]
                 self._served = tls.served_leaves([e for e, _ in pairs], hostname, timeout,
                                                  connect, quiet_after=quiet_after)
             except Exception as exc:  # a guess made early: never fatal, just not used
@@ -90,25 +92,27 @@ class Early:
         self._thread.join()
         if hostname != self.hostname:
             return {}
-        by_socket = {(listener.address, listener.port, listener.inode): endpoint
-                     for endpoint, listener in candidates(self._found) if listener.inode}
-        return {key: self._served.get(endpoint, b"") for key, endpoint in by_socket.items()}
+        return {(listener.address, listener.port, listener.inode): self._served[endpoint]
+                for endpoint, listener in candidates(self._found)
+                if listener.inode and endpoint in self._served}
 
 
 def observe(found: Sequence[Listener], wazo_leaves: Collection[bytes], hostname: str,
             connect: Connect = tls.direct, timeout: float = HANDSHAKE_TIMEOUT,
-            quiet_after: float = QUIET_AFTER, early: Optional[Early] = None) -> list[Observed]:
+            quiet_after: float = QUIET_AFTER, early: Optional[Early] = None,
+            configured: Collection[int] = ()) -> list[Observed]:
     """The listeners that serve one of wazo_leaves (the pair installed now, the one being
     deployed, Wazo's own self-signed one), each with the leaf it serves.
 
     Every listening port is handshaken once, concurrently (a plain-text service fails at
-    once, or stays silent and is given up on after quiet_after: see QUIET_AFTER); with early,
-    only those whose socket is not the one early saw.
+    once, or stays silent and is given up on after quiet_after: see QUIET_AFTER), but the
+    configured ones (probed as endpoints anyway); with early, only those whose socket is not the
+    one early saw.
     """
     leaves = {leaf for leaf in wazo_leaves if leaf}
     if not leaves:
         return []
-    pairs = candidates(found)
+    pairs = [pair for pair in candidates(found) if pair[0].port not in configured]
     known = early.served(hostname) if early is not None else {}
     served = {endpoint: known[(listener.address, listener.port, listener.inode)]
               for endpoint, listener in pairs

@@ -141,7 +141,7 @@ def _served_leaf(endpoint: Endpoint, hostname: str, timeout: float,
 # served_leaves with quiet_after: how many times the slowest TLS answer of the same pass a
 # silent port is given (a TLS server answers a ClientHello at once; a plain-text one waiting for
 # a request line never does).
-QUIET_FACTOR = 10.0
+QUIET_FACTOR = 4.0
 
 
 def served_leaves(endpoints: Sequence[Endpoint], hostname: str, timeout: float,

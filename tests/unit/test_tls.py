@@ -420,3 +420,15 @@ def test_a_failed_early_observation_is_not_fatal(serve: Callable[..., Server],
     assert [o.endpoint.port for o in discovery.observe([_listener(server, 1)],
                                                        [leaf_der(pair[0])], NAME, early=early)] \
         == [server.port]
+
+
+def test_configured_ports_are_not_handshaken_by_observation(
+        serve: Callable[..., Server], pair: tuple[Path, Path]) -> None:
+    """They are probed as endpoints; observation only adds what the configuration leaves out."""
+    configured, other = serve(*pair), serve(*pair)
+    found = [_listener(configured, 1), _listener(other, 2)]
+    early = discovery.Early(lambda: found, NAME, configured=[configured.port])
+    seen = discovery.observe(found, [leaf_der(pair[0])], NAME, early=early,
+                             configured={configured.port})
+    assert [o.endpoint.port for o in seen] == [other.port]
+    assert (configured.handshakes, other.handshakes) == (0, 1)
