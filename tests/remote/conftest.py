@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.pki import CA  # noqa: E402
 from tests.sandbox.remote import Targets, unavailable  # noqa: E402
 from tests.sandbox.requirements import mark_items  # noqa: E402
 
@@ -29,3 +30,15 @@ def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Targets]:
     stopped, and their links gone, when the module's tests are done."""
     with Targets(tmp_path_factory.mktemp("targets")) as made:
         yield made
+
+
+@pytest.fixture(scope="module")
+def ca(request: pytest.FixtureRequest) -> CA:
+    """The module's test CA (its name says which module issued a certificate)."""
+    return CA(request.module.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture(scope="module")
+def trust(ca: CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's CA as a trust bundle (SSL_CERT_FILE)."""
+    return ca.trust_bundle(tmp_path_factory.mktemp("trust") / "trust.pem")

@@ -23,16 +23,6 @@ VICTIM = "victim.example.test"
 STATE = "var/lib/certbot-wazo"
 
 
-@pytest.fixture(scope="module")
-def ca() -> CA:
-    return CA("Hostile")
-
-
-@pytest.fixture(scope="module")
-def trust(ca: CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ca.trust_bundle(tmp_path_factory.mktemp("trust") / "trust.pem")
-
-
 def _legacy(targets: Targets, name: str, pristine: Path) -> Legacy:
     target = targets.add(name, lambda root: build_host(root, "legacy"))
     keep_pristine(target.root, pristine)

@@ -21,11 +21,6 @@ NOBODY = 65534
 
 
 @pytest.fixture(scope="module")
-def ca() -> CA:
-    return CA("Least privilege")
-
-
-@pytest.fixture(scope="module")
 def trust(ca: CA) -> Iterator[Path]:
     """The test CA's bundle, where any user can read it."""
     directory = Path(tempfile.mkdtemp(prefix="cw-trust-"))

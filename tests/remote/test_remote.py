@@ -83,16 +83,6 @@ class Legacy:
 
 
 @pytest.fixture(scope="module")
-def ca() -> CA:
-    return CA("Remote")
-
-
-@pytest.fixture(scope="module")
-def trust(ca: CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ca.trust_bundle(tmp_path_factory.mktemp("trust") / "trust.pem")
-
-
-@pytest.fixture(scope="module")
 def legacy(targets: Targets, tmp_path_factory: pytest.TempPathFactory) -> Legacy:
     target = targets.add("pbx1", lambda root: build_host(root, "legacy"))
     pristine = tmp_path_factory.mktemp("pristine")
