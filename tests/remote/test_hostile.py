@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Iterator
@@ -166,3 +167,36 @@ def test_special_and_huge_files_stop_that_host_alone(
     assert serves(targets, honest, leaf_of(mine / "fullchain.pem"))
     assert not serves(targets, target, leaf_of(mine / "fullchain.pem"))
     assert differences(before, snapshot(controller)) == []
+
+
+def test_a_host_whose_sh_lies_cannot_shape_the_controllers_files(
+        targets: Targets, hosts: tuple[Legacy, Legacy], evil: Legacy, controller: Path) -> None:
+    """The issue's first attack, on a real sshd: the host's /etc/xivo holds `l -> /` and
+    `m -> l/<a root-only directory of the controller>`, and its sh adds to what the host's files
+    are read as a 0777 directory under m. That host's run stops with one line; the controller's
+    directory is unchanged, modes included; the honest host of the same run is deployed."""
+    import base64
+    import tempfile
+    own = Path(tempfile.mkdtemp(prefix="cw-controller-"))  # 0700, root's
+    try:
+        (own / "secret").write_text("the controller's own\n")
+        before = snapshot(own)
+        evil_dir = base64.b64encode(b"etc/xivo/m/evil").decode()
+        liar = targets.add("liar", lambda root: build_host(root, "legacy"),
+                           lie=f"/bin/sed -u '/^END$/i D 777 0 0 0 {evil_dir}'")
+        (liar.root / "etc/xivo/l").symlink_to("/")
+        (liar.root / "etc/xivo/m").symlink_to(f"l{own}")
+        honest = hosts[1].target
+        mine = controller / "live" / evil.target.host.name
+        result = cw(targets, "deploy", "--ssh", f"{liar.destination}:{liar.root}", "--ssh",
+                    f"{honest.destination}:{honest.root}", "--lineage", str(mine))
+        assert result.returncode == 1, result.stdout + result.stderr
+        failed = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(failed) == 1 and failed[0].startswith(f"{liar.destination}:{liar.root}: "
+                                                         "failed: "), result.stderr
+        assert "has a symlink or a file above it" in failed[0]
+        assert f"{honest.destination}:{honest.root}: deployed" in result.stdout
+        assert differences(before, snapshot(own)) == []
+        assert oct(own.stat().st_mode & 0o777) == "0o700" and not (own / "evil").exists()
+    finally:
+        shutil.rmtree(own)

@@ -50,18 +50,19 @@ START_TIMEOUT = 60.0  # the sandbox's services (each waits up to 30 s, see syste
 # The holder of a target's namespaces (run by `unshare --net --mount`, private propagation, so
 # nothing here reaches the machine's mount table): a /run of its own, where sshd finds its
 # privilege separation directory /run/sshd (compiled in; the machine has no /run/sshd since its
-# ssh service never ran, and a mount needs an existing mount point), and an empty home for root
-# (sshd runs the ForceCommand with root's login shell, bash, which would source the machine's
-# /root/.bashrc). Then it watches the controller: should the controller die without stopping the
-# target (SIGKILL), it kills every process of the namespace, so that nothing outlives both.
-# Arguments: home, ready file, controller pid.
+# ssh service never ran, and a mount needs an existing mount point), and an empty /root/.bashrc
+# (sshd runs the ForceCommand with root's login shell, bash, which would source the machine's).
+# /root itself stays: a checkout under it (root's home, where a root admin clones) must remain
+# reachable from the target. Then it watches the controller: should the controller die without
+# stopping the target (SIGKILL), it kills every process of the namespace, so that nothing outlives
+# both. Arguments: ready file, controller pid.
 HOLDER = """set -e
 mount -t tmpfs -o mode=0755,size=4m target-run /run
 mkdir -m 0755 /run/sshd
-mount --bind "$1" /root
-: > "$2"
+if [ -f /root/.bashrc ]; then mount --bind /dev/null /root/.bashrc; fi
+: > "$1"
 set +e
-while [ -d "/proc/$3" ]; do sleep 1; done
+while [ -d "/proc/$2" ]; do sleep 1; done
 me=$(readlink "/proc/$$/ns/net")
 for proc in /proc/[0-9]*; do
     if [ "${proc#/proc/}" != $$ ] && [ "$(readlink "$proc/ns/net" 2>/dev/null)" = "$me" ]; then
@@ -83,8 +84,12 @@ if [ -z "${{SSH_ORIGINAL_COMMAND:-}}" ]; then
 fi
 printf '%s\\n' "$(printf '%s' "$SSH_ORIGINAL_COMMAND" | base64 -w 0)" |
     dd of={log} oflag=append conv=notrunc bs=4M iflag=fullblock status=none || exit 255
-exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"
+{run}
 """
+# How a session runs the client's command: as given, or (a lying host) through a filter of its
+# output, which runs with the session's PATH.
+HONEST = 'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"'
+
 
 SSHD_CONFIG = """# sshd of target {name} (tests/sandbox/remote.py), run as: sshd -D -e -f THIS_FILE
 ListenAddress {address}:22
@@ -92,6 +97,7 @@ HostKey {host_key}
 PidFile {pid_file}
 AuthorizedKeysFile {authorized_keys}
 PermitRootLogin {root_login}
+PermitUserRC no
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -245,8 +251,10 @@ class Target:
     """
 
     def __init__(self, name: str, index: int, directory: Path, host: SandboxHost,
-                 bin_dir: Path, client_public_key: Path, sudo: bool = False) -> None:
+                 bin_dir: Path, client_public_key: Path, sudo: bool = False,
+                 lie: str = "") -> None:
         self.name = name
+        self.lie = lie  # a sh filter every session's output goes through (a hostile host)
         self.sudo = sudo  # root logins refused: ADMIN logs in, and runs everything with sudo
         self.index = index
         self.directory = directory
@@ -401,12 +409,11 @@ class Target:
             _run([*inside, "mount", "--bind", str(source), mount_point])
 
     def _start_holder(self) -> None:
-        home, ready = self.directory / "home", self.directory / "holder.ready"
-        home.mkdir(mode=0o700)
+        ready = self.directory / "holder.ready"
         with open(self.directory / "holder.log", "wb") as log:
             self._holder = subprocess.Popen(
                 ["unshare", "--net", "--mount", "--propagation", "private", "/bin/sh", "-c", HOLDER,
-                 "holder", str(home), str(ready), str(os.getpid())], stdin=subprocess.DEVNULL,
+                 "holder", str(ready), str(os.getpid())], stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         holder = self._holder
         if not wait_until(lambda: ready.exists() or holder.poll() is not None, 10) or not ready.exists():
@@ -437,7 +444,8 @@ class Target:
         result = self.in_netns([sys.executable, "-c", START_HOST, spec], cwd=REPO, env=env,
                                timeout=START_TIMEOUT * 2)
         if result.returncode != 0:
-            raise RuntimeError(f"target {self.name}: its sandbox host did not start:\n"
+            raise RuntimeError(f"target {self.name}: its sandbox host did not start (exit "
+                               f"status {result.returncode}):\n"
                                f"{result.stdout}{result.stderr}")
 
     def _start_sshd(self) -> None:
@@ -452,7 +460,9 @@ class Target:
             path, log = f"{RUN_BIN}:{RUN_DIR}/sudo-bin", f"{RUN_DIR}/{self.command_log.name}"
             seen = {"authorized_keys": Path(RUN_DIR, authorized.name),
                     "session": Path(RUN_DIR, session.name)}
-        session.write_text(SESSION.format(name=self.name, path=shlex.quote(path),
+        run = HONEST if not self.lie else \
+            f'/bin/sh -c "$SSH_ORIGINAL_COMMAND" | {self.lie}'
+        session.write_text(SESSION.format(name=self.name, path=shlex.quote(path), run=run,
                                           log=shlex.quote(log)))
         session.chmod(0o755)
         self.sshd_config.write_text(SSHD_CONFIG.format(
@@ -524,9 +534,9 @@ class Targets:
         self.base = Path(base).resolve()
         if any(c.isspace() for c in str(self.base)):
             raise ValueError(f"{self.base}: no white space, please (sshd_config, ForceCommand)")
-        for hidden in ("/root", "/run"):  # the targets have their own (HOLDER)
-            if self.base == Path(hidden) or Path(hidden) in self.base.parents:
-                raise ValueError(f"{self.base}: under {hidden}, which the targets do not see")
+        hidden = Path("/run")  # the targets have their own (HOLDER)
+        if self.base == hidden or hidden in self.base.parents:
+            raise ValueError(f"{self.base}: under {hidden}, which the targets do not see")
         self.base.mkdir(parents=True, exist_ok=True)
         self.client_key = self.base / "client_key"
         self.known_hosts = self.base / "known_hosts"
@@ -566,10 +576,12 @@ class Targets:
     def __getitem__(self, name: str) -> Target:
         return self._targets[name]
 
-    def add(self, name: str, build: Callable[[Path], SandboxHost], sudo: bool = False) -> Target:
+    def add(self, name: str, build: Callable[[Path], SandboxHost], sudo: bool = False,
+            lie: str = "") -> Target:
         """Build a sandbox host under base/NAME/root with build(root), then start it as a
         target: own namespaces, address, services, sshd. Stopped again when it fails. With
-        sudo, the target refuses root logins: ADMIN logs in and uses sudo."""
+        sudo, the target refuses root logins: ADMIN logs in and uses sudo. With lie, a sh
+        filter (sed …) that every session's output goes through: a host whose sh lies."""
         if not NAME.match(name) or name in self._targets:
             raise ValueError(f"target name {name!r}: lower-case letters, digits and dashes, unique")
         directory = self.base / name
@@ -577,7 +589,7 @@ class Targets:
         host = build(directory / "root")
         index = self._index()
         target = Target(name, index, directory, host, self.bin_dir, self.client_key.with_suffix(".pub"),
-                        sudo)
+                        sudo, lie)
         self._targets[name] = target
         try:
             target.start()
