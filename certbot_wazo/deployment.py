@@ -793,7 +793,7 @@ class Deployment:
         """Start observing what listens and what it serves in the background, for the name the
         installed pair gives this host (certbot prepares its installer before it talks to the
         ACME server: the next every_endpoint() then handshakes only what changed since)."""
-        if self._early is not None:
+        if self._early is not None or self.settings.ssh:  # one SSH connection, one thread
             return
         directories = self.host.cert_dirs()
         if not directories:
