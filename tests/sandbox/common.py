@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 from pathlib import Path
@@ -105,11 +106,41 @@ def pinned(root: Path, unit: str, role: str, path: Path) -> Path:
     return path
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1 (all held open while allocating)."""
-    sockets = []
+# Ports a sandbox takes: below the kernel's ephemeral range, which every outgoing connection
+# and every bind to port 0 draws from (a port picked there can be taken by someone else's
+# connection before its daemon binds it), each pytest-xdist worker in a range of its own.
+FIRST_PORT = 10000
+
+
+def _ephemeral_start() -> int:
     try:
-        for _ in range(count):
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as stream:
+            return int(stream.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free TCP ports on 127.0.0.1 (all held open while allocating), outside the
+    ephemeral range and in this test worker's own share of the ports below it."""
+    top = _ephemeral_start()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    share = (top - FIRST_PORT) // 4
+    start = FIRST_PORT + share * (int(worker) % 4 if worker.isdigit() else 0)
+    candidates = random.sample(range(start, start + share), share) if share >= 64 else []
+    sockets: list[socket.socket] = []
+    try:
+        for port in candidates:
+            if len(sockets) == count:
+                break
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
+        while len(sockets) < count:  # no room below the ephemeral range: the kernel's choice
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             sockets.append(sock)
