@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -131,9 +132,13 @@ def unverified_context() -> ssl.SSLContext:
 
 
 def _served_leaf(endpoint: Endpoint, hostname: str, timeout: float,
-                 connect: Connect = direct) -> bytes:
+                 connect: Connect = direct,
+                 connected: Optional[Callable[[socket.socket], None]] = None) -> bytes:
+    """:param connected: given the socket once connected, before the handshake"""
     ctx = unverified_context()
     with connect(endpoint.address, endpoint.port, timeout) as sock:
+        if connected is not None:
+            connected(sock)
         with ctx.wrap_socket(sock, server_hostname=hostname) as tls:
             return tls.getpeercert(binary_form=True) or b""
 
@@ -161,28 +166,30 @@ def served_leaves(endpoints: Sequence[Endpoint], hostname: str, timeout: float,
     started = time.monotonic()
     lock = threading.Lock()
     answered: list[float] = []
-    handles: dict[Endpoint, socket.socket] = {}  # a duplicate of each socket, to cut it short
+    # a duplicate of each socket whose handshake is under way, to cut it short
+    handles: dict[Endpoint, socket.socket] = {}
     stop = threading.Event()
+
+    def hold(endpoint: Endpoint, sock: socket.socket) -> None:
+        with lock:
+            if stop.is_set():
+                raise OSError("the pass is over")
+            handles[endpoint] = socket.socket(fileno=os.dup(sock.fileno()))
 
     def one(endpoint: Endpoint) -> bytes:
         try:
-            sock = connect(endpoint.address, endpoint.port, timeout)
-        except (OSError, ValueError):
-            return b""
-        try:
-            with lock:
-                if stop.is_set():
-                    return b""
-                handles[endpoint] = socket.socket(fileno=os.dup(sock.fileno()))
-            with unverified_context().wrap_socket(sock, server_hostname=hostname) as tls:
-                leaf = tls.getpeercert(binary_form=True) or b""
-            with lock:
-                answered.append(time.monotonic() - started)
-            return leaf
+            leaf = _served_leaf(endpoint, hostname, timeout, connect,
+                                functools.partial(hold, endpoint))
         except (OSError, ssl.SSLError, ValueError):
             return b""
         finally:
-            sock.close()
+            with lock:  # the connection ends now, not with the pass
+                handle = handles.pop(endpoint, None)
+            if handle is not None:
+                handle.close()
+        with lock:
+            answered.append(time.monotonic() - started)
+        return leaf
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(endpoints)))
     try:
@@ -197,18 +204,21 @@ def served_leaves(endpoints: Sequence[Endpoint], hostname: str, timeout: float,
             if left <= 0:
                 break
             _, pending = concurrent.futures.wait(pending, timeout=min(left, 0.02))
-        with lock:
-            stop.set()
-            for future in pending:  # silent: cut short (its handshake fails at once)
-                handle = handles.get(futures[future])
-                if handle is not None:
-                    with contextlib.suppress(OSError):
-                        handle.shutdown(socket.SHUT_RDWR)
+        _cut(lock, stop, handles)
         return {futures[f]: f.result() for f in futures}
-    finally:
+    finally:  # a signal too: nothing waits out the bound
+        _cut(lock, stop, handles)
         pool.shutdown(wait=True)
+
+
+def _cut(lock: threading.Lock, stop: threading.Event,
+         handles: dict[Endpoint, socket.socket]) -> None:
+    """End the pass: every handshake still under way fails at once, and none starts."""
+    with lock:
+        stop.set()
         for handle in handles.values():
-            handle.close()
+            with contextlib.suppress(OSError):
+                handle.shutdown(socket.SHUT_RDWR)
 
 
 def serves_tls(endpoint: Endpoint, hostname: str, timeout: float = 2.0,
