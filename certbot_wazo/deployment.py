@@ -789,7 +789,7 @@ class Deployment:
                             f"{self.settings.option_prefix}probe ADDR:PORT)")
         return endpoints
 
-    def observe_early(self, quiet_after: float = discovery.QUIET_AFTER) -> None:
+    def observe_early(self, quiet_after: Optional[float] = None) -> None:
         """Start observing what listens and what it serves in the background, for the name the
         installed pair gives this host (certbot prepares its installer before it talks to the
         ACME server: the next every_endpoint() then handshakes only what changed since)."""
@@ -813,7 +813,7 @@ class Deployment:
 
     def every_endpoint(self, name: str, leaves: Sequence[bytes],
                        also: Sequence[Endpoint] = (),
-                       quiet_after: float = discovery.QUIET_AFTER) -> tuple[list[Endpoint],
+                       quiet_after: Optional[float] = None) -> tuple[list[Endpoint],
                                                                list[discovery.Observed]]:
         """The endpoints to probe (endpoints(), then also), and every port observed listening and
         serving one of Wazo's pairs that they leave out (each named by its systemd unit, with a

@@ -17,13 +17,14 @@ logger = logging.getLogger(__name__)
 
 # One handshake per listening port, all at once, within HANDSHAKE_TIMEOUT. A TLS service on
 # loopback answers in milliseconds; a plain-text one waiting for its request line (Wazo's
-# cheroot daemons on their HTTP ports) never does, and is given up on after QUIET_AFTER, or
-# after four times the slowest TLS answer of the same pass when the host is that loaded.
+# daemons on their HTTP ports: cheroot, through xivo-lib-python's xivo/wsgi.py) never does. A
+# deployment waits the whole bound for it (a silent port is not assumed plain-text: what it
+# misses keeps the old certificate); during a renewal that wait overlaps certbot's ACME exchange
+# (Early). `status` only reports, and gives silent ports REPORT_QUIET_AFTER (or four times the
+# slowest TLS answer of its pass on a loaded host).
 # The ports the configuration names are not handshaken here: they are probed as endpoints, and
 # what observation adds is only what the configuration leaves out (see beyond()).
 HANDSHAKE_TIMEOUT = 1.0
-QUIET_AFTER = 0.15
-# What `status` gives them: it only reports (a listener it misses is not restarted by it).
 REPORT_QUIET_AFTER = 0.05
 
 
@@ -64,7 +65,7 @@ class Early:
 
     def __init__(self, listen: Callable[[], list[Listener]], hostname: str,
                  connect: Connect = tls.direct, timeout: float = HANDSHAKE_TIMEOUT,
-                 quiet_after: float = QUIET_AFTER, configured: Collection[int] = ()) -> None:
+                 quiet_after: Optional[float] = None, configured: Collection[int] = ()) -> None:
         self.hostname = hostname
         self._found: list[Listener] = []
         self._served: dict[Endpoint, bytes] = {}
@@ -99,13 +100,13 @@ class Early:
 
 def observe(found: Sequence[Listener], wazo_leaves: Collection[bytes], hostname: str,
             connect: Connect = tls.direct, timeout: float = HANDSHAKE_TIMEOUT,
-            quiet_after: float = QUIET_AFTER, early: Optional[Early] = None,
+            quiet_after: Optional[float] = None, early: Optional[Early] = None,
             configured: Collection[int] = ()) -> list[Observed]:
     """The listeners that serve one of wazo_leaves (the pair installed now, the one being
     deployed, Wazo's own self-signed one), each with the leaf it serves.
 
     Every listening port is handshaken once, concurrently (a plain-text service fails at
-    once, or stays silent and is given up on after quiet_after: see QUIET_AFTER), but the
+    once, or stays silent until timeout; with quiet_after, see REPORT_QUIET_AFTER), but the
     configured ones (probed as endpoints anyway); with early, only those whose socket is not the
     one early saw.
     """

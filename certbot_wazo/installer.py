@@ -120,8 +120,7 @@ class WazoInstaller(common.Installer, _Authenticator, interfaces.RenewDeployer):
             except (WazoError, OSError) as exc:
                 logger.warning("Could not finish an interrupted deployment yet: %s",
                                deployment.access.describe(str(exc)))
-            if deployment.settings.ssh is None:  # overlaps certbot's ACME exchange
-                deployment.observe_early()
+            deployment.observe_early()  # overlaps certbot's ACME exchange
             try:  # HTTP-01 answers a killed run left in nginx
                 http01.Responder(host, port=self.config.http01_port).withdraw()
             except (WazoError, OSError) as exc:
