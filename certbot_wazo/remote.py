@@ -214,11 +214,14 @@ lock=$2 holder=$3 limit=$4 secret=$5; shift 5
 out=$(mktemp) || { echo "CWRC 125"; exit 0; }
 if [ "$secret" = - ]; then
     nohup timeout -k 10 "$limit" "$@" > "$out" 2>&1 < /dev/null &
-else  # the secret from stdin into a file only root reads, removed when the command ends
-    file=$(mktemp) && chmod 600 -- "$file" && cat > "$file" ||
-        { rm -f -- "$out" "$file"; echo "CWRC 125"; exit 0; }
+else  # the secret from stdin into a file only root reads (mktemp: 0600), removed when the
+    # command ends, or by this session if it is cut before the command starts
+    file=
+    trap 'rm -f -- "$file" "$out"; exit 1' HUP INT TERM
+    file=$(mktemp) && cat > "$file" || { rm -f -- "$out" "$file"; echo "CWRC 125"; exit 0; }
     nohup sh -c 'v=$1 f=$2 l=$3; shift 3; export "$v=$f"; timeout -k 10 "$l" "$@"; rc=$?
         rm -f -- "$f"; exit $rc' sh "$secret" "$file" "$limit" "$@" > "$out" 2>&1 < /dev/null &
+    trap - HUP INT TERM
 fi
 pid=$!
 mine=
@@ -630,12 +633,7 @@ class SshAccess:
                 self._change("mkdir", rel, f"{state.mode:o}", str(state.uid), str(state.gid))
             elif state.kind == ABSENT:
                 self._change("remove", rel)
-        if state.kind == LINK:  # kept confined under the mirror, as every link the host has
-            on_disk = confined(self.local_root(self.root), path, state.target)
-            self._mirror.apply_state(path, FileState.link(on_disk))
-            files.keep_host_text(path, on_disk, state.target)
-        else:
-            mirror_state(path, state)
+        mirror_state(self.local_root(self.root), path, state)
 
     def rename(self, source: Path, target: Path) -> None:
         """mv -T on the host, then on the mirror."""
@@ -905,24 +903,29 @@ def _mirror_one(root: Path, line: str) -> None:
             raise HostError(f"{path}: described both as a directory and as a link by the host")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        _confined_link(root, path, target)
+        mirror_state(root, path, FileState.link(target))
     else:
         data = base64.b64decode(words[6], validate=True) if kind == "F" and len(words) > 6 \
             else b""
         if len(data) > MAX_FILE:
             raise HostError(f"{path}: larger than {MAX_FILE // 1024} KiB on the host (not a Wazo "
                             "configuration or certificate file; move it away)")
-        mirror_state(path, FileState.file(data, mode & 0o777, uid, gid))
+        mirror_state(root, path, FileState.file(data, mode & 0o777, uid, gid))
         if mtime:  # when it was last written (status: the last deployment's time)
             os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
-def mirror_state(path: Path, state: FileState) -> None:
-    """files.apply_state in the mirror, whoever runs certbot-wazo: the host's owner and mode
-    are kept as data (files.keep_host_meta); on disk the mirror's files belong to this
-    machine's user, 0600 (0700 for an executable, which only needs to be found), its
-    directories 0700: no chown, and nothing the host sets decides who reads them here."""
-    if state.kind == FILE:
+def mirror_state(root: Path, path: Path, state: FileState) -> None:
+    """files.apply_state in the mirror of the host's root, whoever runs certbot-wazo: the
+    host's owner and mode are kept as data (files.keep_host_meta); on disk the mirror's files
+    belong to this machine's user, 0600 (0700 for an executable, which only needs to be found),
+    its directories 0700: no chown, and nothing the host sets decides who reads them here. A
+    link is written confined (see confined()); read_state still gives the host's text."""
+    if state.kind == LINK:
+        on_disk = confined(root, path, state.target)
+        files.apply_state(path, FileState.link(on_disk))
+        files.keep_host_text(path, on_disk, state.target)
+    elif state.kind == FILE:
         files.apply_state(path, FileState.file(state.data, 0o700 if state.mode & 0o111 else 0o600,
                                                os.geteuid(), os.getegid()))
         files.keep_host_meta(path, state.mode, state.uid, state.gid)
@@ -944,13 +947,6 @@ def confined(root: Path, link: Path, target: str) -> str:
     where = "/" if above == "." else "/" + above
     inside = "/" + posixpath.normpath(posixpath.join(where, target)).lstrip("/")
     return os.path.relpath(root / inside.lstrip("/"), link.parent)
-
-
-def _confined_link(root: Path, link: Path, target: str) -> None:
-    """Create the symlink link in the mirror, confined (read_state still gives target)."""
-    on_disk = confined(root, link, target)
-    os.symlink(on_disk, link)
-    files.keep_host_text(link, on_disk, target)
 
 
 def _sudo_refusal(output: str) -> str:
