@@ -1008,9 +1008,12 @@ class Deployment:
                                  probe_timeout=self.settings.probe_timeout)
         failure = Failure(cert=str(cert.absolute()), key=str(key.absolute()), error=str(error),
                           failed_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), settings=settings)
-        try:
-            if self.access.ledger is not None:  # what a retry from here will trust
+        if self.access.ledger is not None:  # what a retry from here will trust
+            try:
                 self.access.ledger.failed(failure, self._names)
+            except WazoError as exc:  # the host's own record is still written
+                logger.warning("Could not remember the failed deployment: %s", exc)
+        try:
             self.journal.record_failure(failure)
         except (WazoError, OSError) as exc:
             logger.warning("Could not remember the failed deployment: %s", exc)

@@ -365,7 +365,8 @@ def _lineages(deployment: Deployment, config_dir: Path) -> list[Path]:
     except WazoError as exc:
         logger.warning("%s", exc)
         return []
-    return [Path(entry.cert).parent] if entry is not None and entry.cert else []
+    lineage = Path(entry.cert).parent if entry is not None and entry.cert else None
+    return [lineage] if lineage is not None and lineage.parent == config_dir / "live" else []
 
 
 def _check_lineage(lineages: list[Path], report: Report, pair: Pair) -> None:

@@ -153,3 +153,29 @@ def test_status_suggests_no_lineage_the_ledger_does_not_hold(legacy: FakePBX, tm
     assert not any(str(config_dir) in p for p in report.problems)
     local = status.check(Deployment(Settings(root=legacy.root)), config_dir)
     assert local.lineage is not None and local.lineage["path"].endswith(VICTIM)
+
+
+def test_a_ledger_that_cannot_be_written_still_leaves_the_hosts_record(
+        legacy: FakePBX, tmp_path: Path, config_dir: Path) -> None:
+    """The two records are written independently: a controller whose ledger directory is
+    unusable still leaves the host its failed.json (what a local retry there reads)."""
+    (tmp_path / "l").write_text("a file where the ledger's directory goes")
+    mine = config_dir / "live" / NAME
+    legacy.failing.add("wazo-service")
+    with pytest.raises(WazoError):
+        remote(legacy, tmp_path / "l").run(mine / "fullchain.pem", mine / "privkey.pem",
+                                           remember=True)
+    record = json.loads((legacy.root / STATE / "failed.json").read_text())
+    assert record["cert"] == str(mine / "fullchain.pem")
+
+
+def test_status_suggests_the_ledgers_lineage_only_when_it_is_one(
+        legacy: FakePBX, tmp_path: Path, config_dir: Path, ca: CA) -> None:
+    """A pair deployed from outside certbot's live/ directory is no lineage to suggest."""
+    loose = ca.issue(tmp_path / "loose", names=[NAME])
+    remote(legacy, tmp_path / "l").run(*loose)
+    assert status.check(remote(legacy, tmp_path / "l"), config_dir).lineage is None
+    mine = config_dir / "live" / NAME
+    remote(legacy, tmp_path / "l").run(mine / "fullchain.pem", mine / "privkey.pem")
+    report = status.check(remote(legacy, tmp_path / "l"), config_dir)
+    assert report.lineage is not None and report.lineage["path"] == str(mine)
